@@ -1,0 +1,157 @@
+"""Structured configs: the schema every stage's YAML is validated against.
+
+Each dataclass mirrors one config group in `conf/` (model/, data/, template/, objective/, tuning/) or
+one settings block (train, eval). Hydra merges the YAML files into these typed nodes, so a wrong type
+or an unknown key is refused with the full key named (e.g. `Key 'lrr' not in 'TrainConfig'`), and
+enum-valued keys list their valid values.
+
+This module also registers the OmegaConf resolvers the configs use; it is imported by every stage
+(and so by every submitit worker) before any config is resolved.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, OmegaConf
+
+
+class Precision(str, Enum):
+    auto = "auto"  # bf16 autocast where the device supports it (CUDA bf16, CPUs with AVX-512 BF16/AMX)
+    fp32 = "fp32"
+    bf16 = "bf16"
+
+
+class Scheduler(str, Enum):
+    linear = "linear"
+    constant = "constant"
+
+
+@dataclass
+class ModelConfig:
+    """Which model and tokenizer a run starts from."""
+
+    name_or_path: str = MISSING  # hub name or local folder, loaded with `from_pretrained`
+    # T5Config keyword arguments: when set, build a randomly initialised T5 of this shape with a
+    # SentencePiece tokenizer trained offline on the task's text (the embedded `tiny` default).
+    build: Optional[dict[str, Any]] = None
+    tokenizer_vocab_size: int = 1000  # pieces of the offline tokenizer (only with `build`)
+    trust_remote_code: bool = False
+    revision: Optional[str] = None
+
+
+@dataclass
+class DataConfig:
+    """Which task, where its files are, and which part of it to use."""
+
+    name: str = MISSING
+    kind: str = MISSING  # synthetic | atomic
+    path: Optional[str] = None  # folder with train.tsv/dev.tsv/test.tsv (atomic)
+    relations: Optional[list[str]] = None  # keep only these relations (all when null)
+    n_train: Optional[int] = None  # few-shot: heads sampled per relation from train (all when null)
+    sample_seed: int = 0  # seed of the few-shot sample
+    drop_none: bool = True  # drop `none` tails, as the ATOMIC-2020 papers do
+    n_heads: int = 600  # synthetic world: number of heads
+    world_seed: int = 0  # synthetic world: generator seed
+
+
+@dataclass
+class TemplateConfig:
+    """How one example is rendered into a source and a target (see mto/templates.py)."""
+
+    name: str = MISSING
+    objective: str = MISSING  # the objective family the template is aligned with: mapping | filling
+    source: str = MISSING
+    target: str = MISSING
+
+
+@dataclass
+class ObjectiveConfig:
+    """The pre-training objective used to adapt a model (mto adapt)."""
+
+    name: str = MISSING
+
+
+@dataclass
+class TuningConfig:
+    """Which parameters train."""
+
+    method: str = "full"
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 600  # optimiser steps (takes precedence over epochs when both are set)
+    epochs: Optional[float] = None
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    warmup_steps: int = 0
+    scheduler: Scheduler = Scheduler.linear
+    grad_clip: float = 1.0
+    max_source_length: int = 64
+    max_target_length: int = 32
+    log_every: int = 50
+
+
+@dataclass
+class EvalConfig:
+    after_train: bool = True  # `mto train` evaluates its model at the end
+    split: str = "test"
+    batch_size: int = 64
+    num_beams: int = 1  # greedy by default
+    max_new_tokens: int = 24
+    max_examples: Optional[int] = None  # evaluate on the first N examples only
+
+
+@dataclass
+class MtoConfig:
+    stage: str = MISSING
+    seed: int = 42
+    precision: Precision = Precision.auto
+    threads: Optional[int] = None  # torch threads; null = the cores this process may use
+    run: Optional[str] = None  # eval: the train run directory to evaluate
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    template: TemplateConfig = field(default_factory=TemplateConfig)
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    tuning: TuningConfig = field(default_factory=TuningConfig)
+    phrases: dict[str, str] = field(default_factory=dict)  # relation -> natural-language phrase
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+CONF_DIR_NAME = "conf"
+
+
+def conf_dir() -> Path:
+    """The folder holding the YAML configs: inside the installed package, or the source checkout's."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / CONF_DIR_NAME, here.parent / CONF_DIR_NAME):
+        if (candidate / "train.yaml").is_file():
+            return candidate
+    raise FileNotFoundError(f"mto configs not found next to {here}")
+
+
+def _dirname_suffix(override_dirname: str) -> str:
+    """`_<overrides>` made safe as one path component (no slashes, bounded length), or ''."""
+    if not override_dirname:
+        return ""
+    safe = re.sub(r"[^A-Za-z0-9.+_-]+", "-", override_dirname).strip("-")
+    return "_" + safe[:120]
+
+
+def register() -> None:
+    """Register the schema and resolvers (idempotent)."""
+    cs = ConfigStore.instance()
+    cs.store(name="mto_schema", node=MtoConfig)
+    if not OmegaConf.has_resolver("mto.dirname"):
+        OmegaConf.register_new_resolver("mto.dirname", _dirname_suffix)
+
+
+register()

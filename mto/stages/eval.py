@@ -1,0 +1,143 @@
+"""`mto eval`: generate for a split and score it.
+
+    mto eval run=<train run dir>             # the run's model, data and template
+    mto eval model.name_or_path=<dir|hub>    # any seq2seq model with this config's data and template
+
+Decoding is greedy by default (`eval.num_beams=1`, no sampling, no repetition penalty), with
+`eval.max_new_tokens` capping the output; the settings are passed explicitly so a model's own
+`generation_config` cannot change them behind the user's back.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig
+from rich.console import Console
+from rich.table import Table
+
+from mto import training
+from mto.metrics import score_generation
+from mto.runs import Run, atomic_write_json, atomic_write_text
+from mto.stages import steps
+from mto.templates import Template, decode_answer
+
+log = logging.getLogger("mto")
+
+HEADLINE = ("exact_match", "rougeL", "bleu", "distinct", "n")
+
+
+def generate(
+    model, tokenizer, sources: list[str], cfg, precision: str, max_source_length: int
+) -> list[list[int]]:
+    """Generated token ids for each source, batched longest-first so batches pad little."""
+    dev = training.device()
+    encoded = tokenizer(sources, truncation=True, max_length=max_source_length)["input_ids"]
+    order = sorted(range(len(sources)), key=lambda i: -len(encoded[i]))
+    outputs: list[list[int]] = [[] for _ in sources]
+    pad = tokenizer.pad_token_id
+    model.eval()
+    with training.progress_bar() as progress, torch.inference_mode():
+        task = progress.add_task("eval", total=len(sources), info="")
+        for start in range(0, len(order), cfg.batch_size):
+            idx = order[start : start + cfg.batch_size]
+            batch = training.collate([{"input_ids": encoded[i], "labels": [pad]} for i in idx], pad)
+            with training.autocast(precision, dev):
+                out = model.generate(
+                    input_ids=batch["input_ids"].to(dev),
+                    attention_mask=batch["attention_mask"].to(dev),
+                    num_beams=cfg.num_beams,
+                    do_sample=False,
+                    max_new_tokens=cfg.max_new_tokens,
+                    repetition_penalty=1.0,
+                    length_penalty=1.0,
+                    no_repeat_ngram_size=0,
+                )
+            for row, i in enumerate(idx):
+                outputs[i] = out[row].tolist()
+            progress.advance(task, len(idx))
+    return outputs
+
+
+def evaluate(
+    model, tokenizer, examples: list[dict], template: Template, cfg: DictConfig, out_dir: Path, precision: str
+) -> dict:
+    """Score `examples`; write predictions.jsonl and metrics.json into `out_dir`; return the metrics."""
+    if cfg.eval.max_examples:
+        examples = examples[: cfg.eval.max_examples]
+    pairs = steps.render(template, examples, tokenizer)
+    start = time.perf_counter()
+    outputs = generate(
+        model, tokenizer, [s for s, _ in pairs], cfg.eval, precision, cfg.train.max_source_length
+    )
+    seconds = time.perf_counter() - start
+    predictions = [decode_answer(ids, tokenizer) for ids in outputs]
+    summary, per_example = score_generation(predictions, examples)
+    summary["examples_per_s"] = len(examples) / seconds
+    lines = []
+    for ex, (source, _), pred, scores in zip(examples, pairs, predictions, per_example, strict=True):
+        lines.append(
+            json.dumps(
+                {
+                    "id": ex.get("id"),
+                    "relation": ex.get("relation"),
+                    "input": source,
+                    "prediction": pred,
+                    "references": ex["tails"],
+                    **scores,
+                },
+                ensure_ascii=False,
+            )
+        )
+    atomic_write_text(out_dir / "predictions.jsonl", "\n".join(lines) + "\n")
+    atomic_write_json(out_dir / "metrics.json", {"split": cfg.eval.split, **summary})
+    show_metrics(summary, title=f"{template.name} on {cfg.data.name} ({cfg.eval.split})")
+    return summary
+
+
+def show_metrics(summary: dict, title: str) -> None:
+    table = Table(title=title)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key in HEADLINE:
+        value = summary[key]
+        table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
+    for group, value in summary.get("rougeL_per_group", {}).items():
+        table.add_row(f"  rougeL {group}", f"{value:.4f}")
+    Console().print(table)
+
+
+def split_of(task, name: str) -> list[dict]:
+    from mto.errors import ConfigError
+
+    if name not in ("train", "dev", "test"):
+        raise ConfigError(f"eval.split={name}: expected one of train, dev, test")
+    return getattr(task, name)
+
+
+@steps.stage_main
+def main(cfg: DictConfig) -> dict:
+    out_dir = steps.job_dir()
+    with Run(out_dir, cfg) as run:
+        if cfg.run:
+            cfg, parent = steps.inherit_from_run(cfg, cfg.run)
+            run.record(
+                lineage={
+                    "train_run": str(Path(cfg.run).resolve()),
+                    "train_config_hash": parent.get("config_hash"),
+                }
+            )
+        precision = steps.setup(cfg)
+        task = steps.get_task(cfg)
+        run.record(data_fingerprint=task.fingerprint)
+        tokenizer, model = steps.get_model(cfg, task)
+        template = steps.get_template(cfg, task)
+        metrics = evaluate(
+            model, tokenizer, split_of(task, cfg.eval.split), template, cfg, out_dir, precision
+        )
+        run.figures(**{k: metrics[k] for k in HEADLINE})
+    return metrics

@@ -1,0 +1,144 @@
+"""The named steps every stage is made of: setup, get_task, get_model, get_template, render, save_model."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+import mto.config  # noqa: F401  (registers the resolvers a worker needs before configs resolve)
+from mto import training
+from mto.errors import ConfigError, MtoError
+from mto.models import load_tokenizer_and_model, sentinel
+from mto.runs import load_run
+from mto.tasks import TaskData, load_task
+from mto.templates import Template
+
+log = logging.getLogger("mto")
+
+
+def stage_main(fn: Callable[[DictConfig], dict]) -> Callable[[DictConfig], dict]:
+    """Wrap a stage's Hydra task function so a user error in a single run ends as one line on
+    stderr and exit code 2. In a multirun the error is re-raised for Hydra, which goes on with the
+    other jobs and reports the failure at the end."""
+
+    @functools.wraps(fn)
+    def task(cfg: DictConfig) -> dict:
+        try:
+            return fn(cfg)
+        except (MtoError, OmegaConfBaseException) as err:
+            if HydraConfig.get().mode == RunMode.MULTIRUN:
+                raise
+            message = str(err).strip().splitlines()[0]
+            sys.stderr.write(f"mto {cfg.stage}: error: {message}\n")
+            raise SystemExit(2) from None
+
+    return task
+
+
+def job_dir() -> Path:
+    """This job's run directory (created by Hydra)."""
+    return Path(HydraConfig.get().runtime.output_dir)
+
+
+def setup(cfg: DictConfig) -> str:
+    """Threads, seeds and precision for this process; returns the precision in effect (bf16 | fp32)."""
+    threads = training.set_threads(cfg.threads)
+    training.seed_everything(cfg.seed)
+    precision = training.resolve_precision(cfg.precision, training.device())
+    log.info("device %s, %d threads, precision %s", training.device(), threads, precision)
+    return precision
+
+
+def get_task(cfg: DictConfig) -> TaskData:
+    task = load_task(cfg.data)
+    log.info(
+        "task %s: %d train / %d dev / %d test examples (data %s)",
+        task.name,
+        len(task.train),
+        len(task.dev),
+        len(task.test),
+        task.fingerprint,
+    )
+    return task
+
+
+def tokenizer_corpus(cfg: DictConfig, task: TaskData) -> list[str]:
+    """Text a tokenizer built offline (`model.build`) learns from: the task's text plus the words any
+    template may add (relation names, phrases), so templates never render into `<unk>`. It does not
+    depend on the chosen template, so runs that differ only in template share one tokenizer."""
+    relations = sorted({ex["relation"] for ex in task.train + task.test if "relation" in ex})
+    return task.texts() + [f"{r}: {p}" for r, p in cfg.phrases.items()] + [f"{r}:" for r in relations]
+
+
+def get_model(cfg: DictConfig, task: TaskData | None):
+    corpus = (lambda: tokenizer_corpus(cfg, task)) if task is not None else None
+    tokenizer, model = load_tokenizer_and_model(cfg.model, corpus=corpus, seed=cfg.seed)
+    model.to(training.device())
+    n_params = sum(p.numel() for p in model.parameters())
+    log.info("model %s: %.2fM parameters", cfg.model.name_or_path, n_params / 1e6)
+    return tokenizer, model
+
+
+def get_template(cfg: DictConfig, task: TaskData) -> Template:
+    """The configured template, refused here (before training) if it names a field the task lacks."""
+    template = Template.from_config(cfg.template, cfg.phrases)
+    examples = task.train or task.test
+    relations = {ex["relation"] for split in (task.train, task.test) for ex in split if "relation" in ex}
+    template.check(examples[0].keys(), task.name, relations)
+    return template
+
+
+def render(template: Template, examples: list[dict], tokenizer) -> list[tuple[str, str]]:
+    return [template.render(ex, lambda i: sentinel(tokenizer, i)) for ex in examples]
+
+
+def save_model(model, tokenizer, path: Path) -> None:
+    """`save_pretrained` (safetensors) into a temporary folder, then rename: never half a model."""
+    path = Path(path)
+    tmp = Path(tempfile.mkdtemp(prefix=".model-", dir=path.parent))
+    try:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        if path.exists():
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+# Sections an evaluation takes from the train run it evaluates (decoding settings included), unless
+# overridden on the command line.
+INHERITED = ("data", "template", "phrases", "objective", "tuning", "train", "eval")
+
+
+def overridden_keys() -> set[str]:
+    """Top-level keys the user set on the command line (`data.n_train=16` -> `data`)."""
+    keys = set()
+    for override in HydraConfig.get().overrides.task:
+        key = override.split("=", 1)[0].lstrip("+~").split("@")[0]
+        keys.add(key.split(".")[0].split("/")[0])
+    return keys
+
+
+def inherit_from_run(cfg: DictConfig, run_dir: str) -> tuple[DictConfig, dict]:
+    """`cfg` with the model of `run_dir` and, unless overridden here, its data and template settings."""
+    info, run_cfg = load_run(run_dir)
+    model_dir = Path(run_dir) / "model"
+    if not (model_dir / "config.json").is_file():
+        raise ConfigError(f"run={run_dir}: has no model/ folder to evaluate")
+    run_cfg = OmegaConf.to_container(run_cfg, resolve=True)
+    user_set = overridden_keys()
+    patch = {key: run_cfg[key] for key in (*INHERITED, "model") if key not in user_set and key in run_cfg}
+    patch.setdefault("model", {}).update(name_or_path=str(model_dir.resolve()), build=None)
+    return OmegaConf.merge(cfg, patch), info

@@ -1,0 +1,52 @@
+"""`mto train`: fine-tune a model on a task with a template, save it, and (by default) evaluate it.
+
+mto train data=atomic data.path=... model=t5-base template=masked_prompting train.steps=2000
+"""
+
+from __future__ import annotations
+
+import logging
+
+from omegaconf import DictConfig
+
+from mto import training
+from mto.runs import Run
+from mto.stages import steps
+from mto.stages.eval import HEADLINE, evaluate, split_of
+
+log = logging.getLogger("mto")
+
+
+@steps.stage_main
+def main(cfg: DictConfig) -> dict:
+    out_dir = steps.job_dir()
+    with Run(out_dir, cfg) as run:
+        precision = steps.setup(cfg)
+        task = steps.get_task(cfg)
+        run.record(data_fingerprint=task.fingerprint)
+        tokenizer, model = steps.get_model(cfg, task)
+        template = steps.get_template(cfg, task)
+
+        pairs = steps.render(template, task.train, tokenizer)
+        features = training.tokenize_pairs(
+            tokenizer, pairs, cfg.train.max_source_length, cfg.train.max_target_length
+        )
+        result = training.train_model(model, tokenizer, features, cfg.train, precision, cfg.seed)
+        steps.save_model(model, tokenizer, out_dir / "model")
+        run.figures(
+            train_loss=result.final_loss,
+            train_steps=result.steps,
+            train_examples=len(features),
+            train_seconds=result.seconds,
+            train_tokens_per_s=result.tokens_per_s,
+            precision=precision,
+            parameters=sum(p.numel() for p in model.parameters()),
+        )
+        metrics: dict = {"train_loss": result.final_loss}
+        if cfg.eval.after_train:
+            scores = evaluate(
+                model, tokenizer, split_of(task, cfg.eval.split), template, cfg, out_dir, precision
+            )
+            run.figures(**{k: scores[k] for k in HEADLINE})
+            metrics.update(scores)
+    return metrics

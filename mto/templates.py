@@ -1,0 +1,183 @@
+"""The template language: how one task example becomes a (source, target) pair for one objective.
+
+A template is two strings with placeholders, e.g. (masked prompting, the Filling family)
+
+    source: "{head} {phrase} {mask}"      ->  "PersonX buys a ticket because PersonX intended <extra_id_0>"
+    target: "{mask} {tail}"               ->  "<extra_id_0> to see a movie"
+
+- `{name}` is replaced by the example's field `name` (head, relation, tail, question, ...).
+- `{phrase}` is the natural-language phrase of the example's relation (config group `phrases/`). A phrase
+  may itself embed `{head}` (or any field); the template's own `{head}` then renders empty, so the head
+  is not said twice.
+- `{mask}` becomes a numbered sentinel: the i-th `{mask}` of the source is `<extra_id_i>`, and so is the
+  i-th `{mask}` of the target (T5 span-corruption convention); BART's single `<mask>` where there is one.
+
+Placeholders are read with `string.Formatter().parse` and must be plain identifiers: no attribute or
+index access, no format specs, so a config string can never reach into Python objects.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+
+from mto.errors import ConfigError
+
+SPECIAL_FIELDS = {"mask", "phrase"}
+_SPACES = re.compile(r"\s+")
+
+
+def placeholders(text: str, where: str) -> list[str]:
+    """The placeholder names of `text` in order of appearance; `where` names the config key for errors."""
+    names = []
+    try:
+        parsed = list(string.Formatter().parse(text))
+    except ValueError as err:
+        raise ConfigError(f"{where}: cannot parse template {text!r} ({err})") from None
+    for _, name, spec, conversion in parsed:
+        if name is None:
+            continue
+        if not name.isidentifier() or spec or conversion:
+            raise ConfigError(f"{where}: placeholder {{{name}}} must be a plain name like {{head}}")
+        names.append(name)
+    return names
+
+
+def _fill(text: str, values: Callable[[str], str]) -> str:
+    out = []
+    for literal, name, _, _ in string.Formatter().parse(text):
+        out.append(literal)
+        if name is not None:
+            out.append(values(name))
+    return _SPACES.sub(" ", "".join(out)).strip()
+
+
+@dataclass
+class Template:
+    """A source/target template bound to the relation phrases it may use."""
+
+    name: str
+    source: str
+    target: str
+    objective: str = "mapping"
+    phrases: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.source_fields = placeholders(self.source, f"template.source ({self.name})")
+        self.target_fields = placeholders(self.target, f"template.target ({self.name})")
+        n_src, n_tgt = self.source_fields.count("mask"), self.target_fields.count("mask")
+        if n_tgt > n_src:
+            raise ConfigError(
+                f"template={self.name}: the target has {n_tgt} {{mask}} but the source only {n_src}"
+            )
+
+    @classmethod
+    def from_config(cls, cfg, phrases: Mapping[str, str]) -> Template:
+        return cls(
+            name=cfg.name,
+            source=cfg.source,
+            target=cfg.target,
+            objective=cfg.objective,
+            phrases=dict(phrases or {}),
+        )
+
+    @property
+    def uses_mask(self) -> bool:
+        return "mask" in self.source_fields
+
+    def required_fields(self) -> set[str]:
+        """Example fields the template reads (`{phrase}` needs the relation and its phrase's fields)."""
+        needed = {f for f in self.source_fields + self.target_fields if f not in SPECIAL_FIELDS}
+        if "phrase" in self.source_fields + self.target_fields:
+            needed.add("relation")
+            for phrase in self.phrases.values():
+                needed.update(placeholders(phrase, "phrases"))
+        return needed
+
+    def check(self, available: Iterable[str], task: str, relations: Iterable[str] = ()) -> None:
+        """Refuse, before any training, a template that names a field the task lacks (or a relation
+        without a phrase)."""
+        available = set(available)
+        for name in sorted(self.required_fields()):
+            if name not in available:
+                raise ConfigError(
+                    f"template={self.name} uses {{{name}}}, a field that task '{task}' lacks "
+                    f"(it has: {', '.join(sorted(available))})"
+                )
+        if "phrase" in self.source_fields + self.target_fields:
+            missing = sorted(r for r in set(relations) if r not in self.phrases)
+            if missing:
+                raise ConfigError(
+                    f"template={self.name} uses {{phrase}} but phrases.{missing[0]} is not set "
+                    f"(no phrase for relation(s): {', '.join(missing)})"
+                )
+
+    def render(self, example: Mapping[str, object], sentinel: Callable[[int], str]) -> tuple[str, str]:
+        """The (source, target) of one example; `sentinel(i)` gives the i-th mask token."""
+        phrase_text = ""
+        phrase_fields: list[str] = []
+        if "phrase" in self.source_fields + self.target_fields:
+            relation = str(example["relation"])
+            if relation not in self.phrases:
+                raise ConfigError(
+                    f"template={self.name}: no phrase for relation {relation!r} (phrases.{relation})"
+                )
+            raw = self.phrases[relation]
+            phrase_fields = placeholders(raw, f"phrases.{relation}")
+            phrase_text = _fill(raw, lambda n: str(example[n]))
+
+        def renderer() -> Callable[[str], str]:
+            masks = iter(range(10_000))
+
+            def value(name: str) -> str:
+                if name == "mask":
+                    return sentinel(next(masks))
+                if name == "phrase":
+                    return phrase_text
+                if name in phrase_fields:  # the phrase already says it
+                    return ""
+                return str(example[name])
+
+            return value
+
+        return _fill(self.source, renderer()), _fill(self.target, renderer())
+
+
+def decode_answer(token_ids: Iterable[int], tokenizer) -> str:
+    """The answer text in a generated sequence.
+
+    With sentinels (Filling), the answer is the span after the first sentinel, up to the next one;
+    without, the whole output. Works on ids, because `decode()` glues sentinels to neighbouring words.
+    """
+    special = set(tokenizer.all_special_ids)
+    sentinel_ids = set(sentinel_token_ids(tokenizer))
+    span: list[int] = []
+    seen_sentinel = False
+    for tid in token_ids:
+        tid = int(tid)
+        if tid in sentinel_ids:
+            if seen_sentinel or span:
+                break
+            seen_sentinel = True
+            continue
+        if tid == tokenizer.eos_token_id:
+            break
+        if tid in special:
+            continue
+        span.append(tid)
+    return tokenizer.decode(span, skip_special_tokens=True).strip()
+
+
+def sentinel_token_ids(tokenizer) -> list[int]:
+    """Ids of the mask tokens: T5's `<extra_id_N>`, or BART's `<mask>`."""
+    cached = getattr(tokenizer, "_mto_sentinel_ids", None)
+    if cached is not None:
+        return cached
+    vocab = tokenizer.get_vocab()
+    ids = [i for tok, i in vocab.items() if tok.startswith("<extra_id_")]
+    if not ids and tokenizer.mask_token_id is not None:
+        ids = [tokenizer.mask_token_id]
+    tokenizer._mto_sentinel_ids = ids
+    return ids

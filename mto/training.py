@@ -1,0 +1,219 @@
+"""The training loop shared by `mto train` and `mto adapt`: tokenised pairs in, a trained model out.
+
+Written by hand rather than with `Seq2SeqTrainer` because the runner needs control the Trainer does
+not give cheaply on a CPU: length-grouped batches from pre-tokenised features, bf16 autocast chosen per
+device, exact step counts, deterministic data order from the run's seed, and rich progress bars.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import random
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+log = logging.getLogger("mto")
+
+
+# ---------------------------------------------------------------- runtime: threads, seeds, precision
+def set_threads(threads: int | None) -> int:
+    """Use `threads` torch threads, or as many as the cores this process may run on."""
+    if not threads:
+        threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    torch.set_num_threads(max(1, int(threads)))
+    return torch.get_num_threads()
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def cpu_supports_bf16() -> bool:
+    """AVX-512 BF16 or AMX: the CPUs where bf16 autocast is faster than fp32."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            flags = f.read()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_precision(precision: str, dev: torch.device) -> str:
+    """`auto` -> `bf16` where the device runs it fast, else `fp32`."""
+    precision = getattr(precision, "value", precision)
+    if precision != "auto":
+        return precision
+    if dev.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    return "bf16" if cpu_supports_bf16() else "fp32"
+
+
+def autocast(precision: str, dev: torch.device):
+    if precision == "bf16":
+        return torch.autocast(dev.type, dtype=torch.bfloat16)
+    return nullcontext()
+
+
+def progress_bar() -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[info]}"),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+        transient=False,
+    )
+
+
+# ---------------------------------------------------------------- data: tokenise, batch, collate
+def tokenize_pairs(tokenizer, pairs: list[tuple[str, str]], max_source: int, max_target: int) -> list[dict]:
+    """Token ids of (source, target) pairs, truncated to the configured lengths (targets end with EOS)."""
+    sources = tokenizer([s for s, _ in pairs], truncation=True, max_length=max_source)["input_ids"]
+    targets = tokenizer(text_target=[t for _, t in pairs], truncation=True, max_length=max_target)[
+        "input_ids"
+    ]
+    return [{"input_ids": s, "labels": t} for s, t in zip(sources, targets, strict=True)]
+
+
+def length_grouped_batches(features: list[dict], batch_size: int, rng: random.Random) -> list[list[int]]:
+    """One epoch of batches: shuffled, then sorted by length within windows of 50 batches so each
+    batch pads little, then the batches shuffled again (as `group_by_length` does in transformers)."""
+    order = list(range(len(features)))
+    rng.shuffle(order)
+    window = batch_size * 50
+    batches = []
+    for start in range(0, len(order), window):
+        chunk = sorted(order[start : start + window], key=lambda i: -len(features[i]["input_ids"]))
+        batches.extend(chunk[j : j + batch_size] for j in range(0, len(chunk), batch_size))
+    rng.shuffle(batches)
+    return batches
+
+
+def collate(features: list[dict], pad_id: int) -> dict[str, torch.Tensor]:
+    """Pad to the longest in the batch; label padding is -100 so the loss ignores it."""
+    src_len = max(len(f["input_ids"]) for f in features)
+    tgt_len = max(len(f["labels"]) for f in features)
+    input_ids = torch.full((len(features), src_len), pad_id, dtype=torch.long)
+    labels = torch.full((len(features), tgt_len), -100, dtype=torch.long)
+    for row, f in enumerate(features):
+        input_ids[row, : len(f["input_ids"])] = torch.tensor(f["input_ids"])
+        labels[row, : len(f["labels"])] = torch.tensor(f["labels"])
+    return {"input_ids": input_ids, "attention_mask": (input_ids != pad_id).long(), "labels": labels}
+
+
+# ---------------------------------------------------------------- the loop
+@dataclass
+class TrainResult:
+    steps: int
+    final_loss: float  # mean loss over the last `log_every` steps
+    seconds: float
+    examples_per_s: float
+    tokens_per_s: float  # source + target tokens (without padding)
+
+
+def total_steps(cfg, n_features: int) -> int:
+    """`steps` when set, else `epochs` over the data."""
+    if cfg.steps:
+        return int(cfg.steps)
+    if cfg.epochs:
+        return max(1, math.ceil(cfg.epochs * math.ceil(n_features / cfg.batch_size)))
+    raise ValueError("train.steps or train.epochs must be set")
+
+
+def make_optimizer(model: torch.nn.Module, cfg, steps: int):
+    params = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in params if p.ndim >= 2]
+    no_decay = [p for p in params if p.ndim < 2]
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    optimizer = torch.optim.AdamW(groups, lr=cfg.lr)
+    warmup = int(cfg.warmup_steps)
+    scheduler_kind = getattr(cfg.scheduler, "value", cfg.scheduler)
+
+    def factor(step: int) -> float:
+        if warmup and step < warmup:
+            return (step + 1) / warmup
+        if scheduler_kind == "constant":
+            return 1.0
+        return max(0.0, (steps - step) / max(1, steps - warmup))
+
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def train_model(
+    model, tokenizer, features: list[dict], cfg, precision: str, seed: int, description: str = "train"
+) -> TrainResult:
+    """Train `model` in place on `features` for the configured number of steps."""
+    if not features:
+        raise ValueError("no training examples")
+    dev = device()
+    model.to(dev).train()
+    steps = total_steps(cfg, len(features))
+    optimizer, scheduler = make_optimizer(model, cfg, steps)
+    rng = random.Random(seed)
+    pad_id = tokenizer.pad_token_id
+    batches: list[list[int]] = []
+    recent: list[float] = []
+    n_examples = n_tokens = 0
+    start = time.perf_counter()
+    with progress_bar() as progress:
+        task = progress.add_task(description, total=steps, info="")
+        for step in range(steps):
+            if not batches:
+                batches = length_grouped_batches(features, cfg.batch_size, rng)
+            batch_ids = batches.pop()
+            batch = {k: v.to(dev) for k, v in collate([features[i] for i in batch_ids], pad_id).items()}
+            with autocast(precision, dev):
+                loss = model(**batch).loss
+            loss.backward()
+            if cfg.grad_clip:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            recent.append(float(loss.detach()))
+            recent = recent[-max(1, cfg.log_every) :]
+            n_examples += len(batch_ids)
+            n_tokens += int(batch["attention_mask"].sum()) + int((batch["labels"] != -100).sum())
+            if (step + 1) % cfg.log_every == 0 or step + 1 == steps:
+                mean = sum(recent) / len(recent)
+                log.info(
+                    "%s step %d/%d loss %.4f lr %.2e",
+                    description,
+                    step + 1,
+                    steps,
+                    mean,
+                    scheduler.get_last_lr()[0],
+                )
+                progress.update(task, info=f"loss {mean:.3f}")
+            progress.advance(task)
+    seconds = time.perf_counter() - start
+    model.eval()
+    return TrainResult(
+        steps=steps,
+        final_loss=sum(recent) / len(recent),
+        seconds=seconds,
+        examples_per_s=n_examples / seconds,
+        tokens_per_s=n_tokens / seconds,
+    )

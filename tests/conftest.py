@@ -1,0 +1,60 @@
+"""Shared test fixtures: an isolated cache, the real `mto` entry point in a subprocess, small configs."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_ATOMIC = ROOT.parent / "shared" / "data" / "atomic2020"
+
+# Shrinks the embedded default so a train + eval takes seconds (the demo itself uses the full default).
+SMALL = [
+    "data.n_heads=60",
+    "train.steps=30",
+    "train.batch_size=16",
+    "train.log_every=10",
+    "eval.max_examples=24",
+    "eval.max_new_tokens=8",
+]
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory) -> Path:
+    """One cache for the whole session (synthetic worlds, tokenizers), never the user's."""
+    path = tmp_path_factory.mktemp("mto-cache")
+    os.environ["MTO_CACHE_DIR"] = str(path)
+    return path
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(cache_dir, monkeypatch):
+    monkeypatch.setenv("MTO_CACHE_DIR", str(cache_dir))
+
+
+def mto(*args: str, cwd: Path, check: bool = True, timeout: int = 600) -> subprocess.CompletedProcess:
+    """Run the real `mto` command line (console script of the installed package) in `cwd`."""
+    exe = Path(sys.executable).with_name("mto")
+    cmd = [str(exe) if exe.exists() else sys.executable, *([] if exe.exists() else ["-m", "mto.cli"]), *args]
+    proc = subprocess.run(
+        cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=os.environ.copy()
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(
+            f"mto {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
+        )
+    return proc
+
+
+def run_dirs(root: Path) -> list[Path]:
+    """Every run directory (one holding run.json) under `root`, sorted."""
+    return sorted(p.parent for p in Path(root).rglob("run.json"))
+
+
+def read_json(path: Path) -> dict:
+    return json.loads(Path(path).read_text())

@@ -9,6 +9,7 @@ A template is two strings with placeholders, e.g. (masked prompting, the Filling
 - `{phrase}` is the natural-language phrase of the example's relation (config group `phrases/`). A phrase
   may itself embed `{head}` (or any field); the template's own `{head}` then renders empty, so the head
   is not said twice.
+- `{choices}` (multiple-choice QA) lists the options with their labels: `(A) bank (B) library (C) park`.
 - `{mask}` becomes a numbered sentinel: the i-th `{mask}` of the source is `<extra_id_i>`, and so is the
   i-th `{mask}` of the target (T5 span-corruption convention); BART's single `<mask>` where there is one.
 
@@ -43,6 +44,15 @@ def placeholders(text: str, where: str) -> list[str]:
             raise ConfigError(f"{where}: placeholder {{{name}}} must be a plain name like {{head}}")
         names.append(name)
     return names
+
+
+def field_text(example: Mapping[str, object], name: str) -> str:
+    """The text of one field; the list of choices is spelled with its labels."""
+    value = example[name]
+    if name == "choices":
+        labels = example.get("labels") or [chr(ord("A") + i) for i in range(len(value))]
+        return " ".join(f"({label}) {choice}" for label, choice in zip(labels, value, strict=True))
+    return str(value)
 
 
 def _fill(text: str, values: Callable[[str], str]) -> str:
@@ -87,20 +97,21 @@ class Template:
     def uses_mask(self) -> bool:
         return "mask" in self.source_fields
 
-    def required_fields(self) -> set[str]:
-        """Example fields the template reads (`{phrase}` needs the relation and its phrase's fields)."""
-        needed = {f for f in self.source_fields + self.target_fields if f not in SPECIAL_FIELDS}
+    def required_fields(self) -> list[str]:
+        """Example fields the template reads, in order of appearance (`{phrase}` needs the relation
+        and its phrases' fields)."""
+        needed = [f for f in self.source_fields + self.target_fields if f not in SPECIAL_FIELDS]
         if "phrase" in self.source_fields + self.target_fields:
-            needed.add("relation")
-            for phrase in self.phrases.values():
-                needed.update(placeholders(phrase, "phrases"))
-        return needed
+            needed.append("relation")
+            for relation, phrase in self.phrases.items():
+                needed.extend(placeholders(phrase, f"phrases.{relation}"))
+        return list(dict.fromkeys(needed))
 
     def check(self, available: Iterable[str], task: str, relations: Iterable[str] = ()) -> None:
         """Refuse, before any training, a template that names a field the task lacks (or a relation
         without a phrase)."""
         available = set(available)
-        for name in sorted(self.required_fields()):
+        for name in self.required_fields():
             if name not in available:
                 raise ConfigError(
                     f"template={self.name} uses {{{name}}}, a field that task '{task}' lacks "
@@ -126,7 +137,7 @@ class Template:
                 )
             raw = self.phrases[relation]
             phrase_fields = placeholders(raw, f"phrases.{relation}")
-            phrase_text = _fill(raw, lambda n: str(example[n]))
+            phrase_text = _fill(raw, lambda n: field_text(example, n))
 
         def renderer() -> Callable[[str], str]:
             masks = iter(range(10_000))
@@ -138,7 +149,7 @@ class Template:
                     return phrase_text
                 if name in phrase_fields:  # the phrase already says it
                     return ""
-                return str(example[name])
+                return field_text(example, name)
 
             return value
 

@@ -51,8 +51,17 @@ def job_dir() -> Path:
     return Path(HydraConfig.get().runtime.output_dir)
 
 
+def quiet_libraries() -> None:
+    """Our progress bars and log lines only: no tqdm bars from transformers, no rouge-score chatter."""
+    import transformers
+
+    transformers.utils.logging.disable_progress_bar()
+    logging.getLogger("absl").setLevel(logging.WARNING)
+
+
 def setup(cfg: DictConfig) -> str:
     """Threads, seeds and precision for this process; returns the precision in effect (bf16 | fp32)."""
+    quiet_libraries()
     threads = training.set_threads(cfg.threads)
     training.seed_everything(cfg.seed)
     precision = training.resolve_precision(cfg.precision, training.device())

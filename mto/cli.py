@@ -87,24 +87,65 @@ def _stage(name: str, config_name: str, module: str, help_text: str) -> None:
     app.command(name=name, context_settings=HYDRA_PASSTHROUGH, add_help_option=False)(command)
 
 
-_stage(
-    "adapt",
-    "adapt",
-    "mto.stages.adapt",
-    "Continue pre-training a model on a task's own text with the chosen objective.",
-)
-_stage(
-    "train",
-    "train",
-    "mto.stages.train",
-    "Fine-tune a model on a task with a template, then evaluate it (eval.after_train).",
-)
-_stage(
-    "eval",
-    "eval",
-    "mto.stages.eval",
-    "Generate for a split and score it: exact match, ROUGE-L, BLEU (run=<train run dir>).",
-)
+STAGES = [  # (command, config name in conf/, module with the task function `main`, help)
+    (
+        "match",
+        "match",
+        "mto.stages.match",
+        "Score mapping vs filling templates per relation and choose the objective (writes match.json).",
+    ),
+    (
+        "adapt",
+        "adapt",
+        "mto.stages.adapt",
+        "Continue pre-training a model on a task's own text with the chosen objective.",
+    ),
+    (
+        "train",
+        "train",
+        "mto.stages.train",
+        "Fine-tune a model on a task with a template, then evaluate it (eval.after_train).",
+    ),
+    (
+        "eval",
+        "eval",
+        "mto.stages.eval",
+        "Generate for a split and score it: exact match, ROUGE-L, BLEU, accuracy (run=<train run dir>).",
+    ),
+]
+for _name, _config, _module, _help in STAGES:
+    _stage(_name, _config, _module, _help)
+
+
+template_app = typer.Typer(help="Preview templates.", no_args_is_help=True)
+app.add_typer(template_app, name="template")
+
+
+@template_app.command("show")
+def template_show(
+    overrides: list[str] = typer.Argument(None, help="Hydra overrides, e.g. template=prompting data=atomic"),
+    n: int = typer.Option(5, "--n", "-n", help="How many examples to render."),
+    split: str = typer.Option("train", help="Which split to take examples from."),
+) -> None:
+    """Print rendered (source, target) examples of a template on a task."""
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from mto.config import conf_dir
+    from mto.stages.template import show
+
+    # A preview writes nothing, so the compose API (one config, no run directory) is what fits here.
+    try:
+        with initialize_config_dir(config_dir=str(conf_dir()), version_base=None):
+            cfg = compose(config_name="train", overrides=list(overrides or []))
+        show(cfg, n=n, split=split)
+    except MtoError as err:
+        typer.echo(f"mto template show: error: {err}", err=True)
+        raise typer.Exit(2) from None
+    except (HydraException, OmegaConfBaseException) as err:
+        typer.echo(f"mto template show: config error: {_trim(str(err))}", err=True)
+        raise typer.Exit(2) from None
 
 
 def main() -> None:  # pragma: no cover - console entry

@@ -109,6 +109,24 @@ class EvalConfig:
     max_examples: Optional[int] = None  # evaluate on the first N examples only
 
 
+class MatchMethod(str, Enum):
+    model = "model"  # score the templates with the model (gold-token NLL and rank)
+    rules = "rules"  # decide from the task's shape, without a model
+
+
+@dataclass
+class MatchConfig:
+    """`mto match`: which templates to score, on how many examples, and the decision threshold."""
+
+    method: MatchMethod = MatchMethod.model
+    n: int = 32  # examples sampled per relation (per task for QA) from the training pool
+    threshold: float = 0.30  # Filling when the maskability index MI >= threshold
+    mapping_template: Optional[str] = None  # null: prompting (knowledge) | answer (QA)
+    filling_template: Optional[str] = None  # null: masked_prompting (knowledge) | masked_answer (QA)
+    templates: list[str] = field(default_factory=list)  # more templates to score and show
+    batch_size: int = 32
+
+
 @dataclass
 class MtoConfig:
     stage: str = MISSING
@@ -116,6 +134,8 @@ class MtoConfig:
     precision: Precision = Precision.auto
     threads: Optional[int] = None  # torch threads; null = the cores this process may use
     run: Optional[str] = None  # eval: the train run directory to evaluate
+    match_run: Optional[str] = None  # a `mto match` run whose decisions template=auto / objective=auto use
+    adapt_run: Optional[str] = None  # train: start from the model of this `mto adapt` run
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     template: TemplateConfig = field(default_factory=TemplateConfig)
@@ -124,6 +144,7 @@ class MtoConfig:
     phrases: dict[str, str] = field(default_factory=dict)  # relation -> natural-language phrase
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    match: MatchConfig = field(default_factory=MatchConfig)
 
 
 CONF_DIR_NAME = "conf"

@@ -156,6 +156,46 @@ class Template:
         return _fill(self.source, renderer()), _fill(self.target, renderer())
 
 
+@dataclass
+class GroupedTemplate:
+    """One template per group (relation): what `template=auto` becomes when `mto match` decided
+    Filling for some relations and Mapping for others (the mixed objective)."""
+
+    by_group: dict[str, Template]
+    name: str = "auto"
+    objective: str = "mixed"
+
+    @property
+    def uses_mask(self) -> bool:
+        return any(t.uses_mask for t in self.by_group.values())
+
+    def check(self, available: Iterable[str], task: str, relations: Iterable[str] = ()) -> None:
+        relations = set(relations)
+        missing = sorted(relations - set(self.by_group))
+        if missing:
+            raise ConfigError(
+                f"template=auto: the match run decided nothing for relation(s) {', '.join(missing)}"
+            )
+        for group, template in self.by_group.items():
+            template.check(available, task, [group] if group in relations else [])
+
+    def render(self, example: Mapping[str, object], sentinel: Callable[[int], str]) -> tuple[str, str]:
+        return self.by_group[str(example["group"])].render(example, sentinel)
+
+
+def load_template(name: str, phrases: Mapping[str, str]) -> Template:
+    """A template shipped in `conf/template/<name>.yaml`."""
+    from omegaconf import OmegaConf
+
+    from mto.config import conf_dir
+
+    path = conf_dir() / "template" / f"{name}.yaml"
+    if not path.is_file():
+        valid = sorted(p.stem for p in path.parent.glob("*.yaml") if p.stem != "auto")
+        raise ConfigError(f"unknown template {name!r} (valid: {', '.join(valid)})")
+    return Template.from_config(OmegaConf.load(path), phrases)
+
+
 def decode_answer(token_ids: Iterable[int], tokenizer) -> str:
     """The answer text in a generated sequence.
 

@@ -22,7 +22,7 @@ from mto.errors import ConfigError, MtoError
 from mto.models import load_tokenizer_and_model, sentinel
 from mto.runs import load_run
 from mto.tasks import TaskData, load_task
-from mto.templates import Template
+from mto.templates import GroupedTemplate, Template, load_template
 
 log = logging.getLogger("mto")
 
@@ -99,9 +99,27 @@ def get_model(cfg: DictConfig, task: TaskData | None):
     return tokenizer, model
 
 
-def get_template(cfg: DictConfig, task: TaskData) -> Template:
+def auto_template(cfg: DictConfig) -> Template | GroupedTemplate:
+    """`template=auto`: the template of the objective `mto match` chose, per relation where they differ."""
+    from mto.stages.match import FILLING, read_match
+
+    match = read_match(cfg.match_run)
+    chosen = {
+        g: match["filling_template"] if d == FILLING else match["mapping_template"]
+        for g, d in match["decisions"].items()
+    }
+    log.info("template=auto from %s: %s", cfg.match_run, chosen)
+    if len(set(chosen.values())) == 1:
+        return load_template(next(iter(chosen.values())), cfg.phrases)
+    return GroupedTemplate({g: load_template(name, cfg.phrases) for g, name in chosen.items()})
+
+
+def get_template(cfg: DictConfig, task: TaskData) -> Template | GroupedTemplate:
     """The configured template, refused here (before training) if it names a field the task lacks."""
-    template = Template.from_config(cfg.template, cfg.phrases)
+    if cfg.template.name == "auto":
+        template = auto_template(cfg)
+    else:
+        template = Template.from_config(cfg.template, cfg.phrases)
     examples = task.train or task.test
     relations = {ex["relation"] for split in (task.train, task.test) for ex in split if "relation" in ex}
     template.check(examples[0].keys(), task.name, relations)
@@ -128,7 +146,7 @@ def save_model(model, tokenizer, path: Path) -> None:
 
 # Sections an evaluation takes from the train run it evaluates (decoding settings included), unless
 # overridden on the command line.
-INHERITED = ("data", "template", "phrases", "objective", "tuning", "train", "eval")
+INHERITED = ("data", "template", "phrases", "objective", "tuning", "train", "eval", "match_run")
 
 
 def overridden_keys() -> set[str]:
@@ -138,6 +156,17 @@ def overridden_keys() -> set[str]:
         key = override.split("=", 1)[0].lstrip("+~").split("@")[0]
         keys.add(key.split(".")[0].split("/")[0])
     return keys
+
+
+def start_from_adapt_run(cfg: DictConfig) -> tuple[DictConfig, dict]:
+    """`cfg` whose model is the one `mto adapt` wrote in `cfg.adapt_run`, and that run's lineage."""
+    info, _ = load_run(cfg.adapt_run)
+    model_dir = Path(cfg.adapt_run) / "model"
+    if not (model_dir / "config.json").is_file():
+        raise ConfigError(f"adapt_run={cfg.adapt_run}: has no model/ folder")
+    cfg = OmegaConf.merge(cfg, {"model": {"name_or_path": str(model_dir.resolve()), "build": None}})
+    lineage = {"adapt_run": str(Path(cfg.adapt_run).resolve()), **info.get("lineage", {})}
+    return cfg, lineage
 
 
 def inherit_from_run(cfg: DictConfig, run_dir: str) -> tuple[DictConfig, dict]:

@@ -6,6 +6,7 @@ mto train data=atomic data.path=... model=t5-base template=masked_prompting trai
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 from omegaconf import DictConfig
 
@@ -21,6 +22,11 @@ log = logging.getLogger("mto")
 def main(cfg: DictConfig) -> dict:
     out_dir = steps.job_dir()
     with Run(out_dir, cfg) as run:
+        if cfg.adapt_run:
+            cfg, lineage = steps.start_from_adapt_run(cfg)
+            run.record(lineage=lineage)
+        if cfg.match_run:
+            run.record(lineage={**run.info["lineage"], "match_run": str(Path(cfg.match_run).resolve())})
         precision = steps.setup(cfg)
         task = steps.get_task(cfg)
         run.record(data_fingerprint=task.fingerprint)

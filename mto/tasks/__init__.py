@@ -1,22 +1,36 @@
-"""Tasks: the knowledge-completion data a run trains and evaluates on.
+"""Tasks: the data a run trains and evaluates on, one kind per `data.kind`.
 
-Every task is read from a folder in the official ATOMIC-2020 release format (see `atomic.py`);
-the embedded synthetic world (`synthetic.py`) is written in that same format first, so both kinds
-share one reader. A split is a list of records (see the design notes):
+- `atomic`, `synthetic` (knowledge completion): a folder in the official ATOMIC-2020 release format
+  (see `atomic.py`); the embedded synthetic world (`synthetic.py`) is written in that same format first,
+  so both kinds share one reader. Records:
 
     {"id": "train-0", "head": ..., "relation": ..., "tail": ..., "tails": [...], "group": relation}
+
+- `qa` (multiple-choice QA: CommonsenseQA, SocialIQA, PIQA, OpenBookQA; see `qa.py`), scored by accuracy:
+
+    {"id", "question", "context", "stem", "choices", "labels", "options", "answer_index", "answer",
+     "label", "tail", "tails", "group"}
+
+- `text2text` (any source -> target pairs from JSON Lines or CSV; see `text2text.py`):
+
+    {"id", "source", "target", "tail", "tails", "group"}
+
+`TaskData.metric` says how predictions are scored: "generation" (`mto.metrics.score_generation`, against
+`tails`) or "choice" (`mto.metrics.score_choices`, against `choices`/`labels`/`answer_index`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from omegaconf.errors import MissingMandatoryValue
 
-from mto.errors import ConfigError
+from mto.errors import ConfigError, DataError
 
-KINDS = ("atomic", "synthetic")
+KINDS = ("atomic", "synthetic", "qa", "text2text")
+SPLITS = ("train", "dev", "test")
+METRICS = ("generation", "choice")
 
 
 @dataclass
@@ -27,11 +41,25 @@ class TaskData:
     train: list[dict]
     dev: list[dict]
     test: list[dict]
-    fingerprint: str  # hash of the split files' bytes and the selection options
-    source: str  # the folder the data came from
+    fingerprint: str  # hash of the split files' bytes (or hub rows) and the selection options
+    source: str  # the folder (or hub dataset) the data came from
+    metric: str = "generation"  # how predictions are scored: generation | choice (see METRICS)
+    # Record fields whose text a tokenizer built offline must cover (a field may hold a list of strings).
+    text_fields: tuple[str, ...] = ("head", "tails")
+    # Splits that cannot be evaluated (absent, or without answers such as CommonsenseQA's official
+    # test set): split -> the one-line reason. Such a split is an empty list; `split()` raises the reason.
+    unavailable: dict[str, str] = field(default_factory=dict)
+
+    def split(self, name: str) -> list[dict]:
+        """The records of split `name`; DataError with the reason when the split is unavailable."""
+        if name not in SPLITS:
+            raise ConfigError(f"eval.split={name}: expected one of {', '.join(SPLITS)}")
+        if name in self.unavailable:
+            raise DataError(self.unavailable[name])
+        return getattr(self, name)
 
     def texts(self) -> list[str]:
-        """Every distinct head and tail string of all splits, in order of first appearance.
+        """Every distinct string of the `text_fields` of all splits, in order of first appearance.
 
         Used to train the tiny model's tokenizer; duplicates are dropped so that a head with
         many tails does not dominate the vocabulary.
@@ -39,9 +67,10 @@ class TaskData:
         seen: dict[str, None] = {}
         for split in (self.train, self.dev, self.test):
             for record in split:
-                seen.setdefault(record["head"], None)
-                for tail in record["tails"]:
-                    seen.setdefault(tail, None)
+                for name in self.text_fields:
+                    value = record[name]
+                    for text in [value] if isinstance(value, str) else value:
+                        seen.setdefault(text, None)
         return list(seen)
 
 

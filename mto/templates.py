@@ -55,7 +55,7 @@ def field_text(example: Mapping[str, object], name: str) -> str:
     return str(value)
 
 
-def _fill(text: str, values: Callable[[str], str]) -> str:
+def fill(text: str, values: Callable[[str], str]) -> str:
     out = []
     for literal, name, _, _ in string.Formatter().parse(text):
         out.append(literal)
@@ -137,7 +137,7 @@ class Template:
                 )
             raw = self.phrases[relation]
             phrase_fields = placeholders(raw, f"phrases.{relation}")
-            phrase_text = _fill(raw, lambda n: field_text(example, n))
+            phrase_text = fill(raw, lambda n: field_text(example, n))
 
         def renderer() -> Callable[[str], str]:
             masks = iter(range(10_000))
@@ -153,7 +153,7 @@ class Template:
 
             return value
 
-        return _fill(self.source, renderer()), _fill(self.target, renderer())
+        return fill(self.source, renderer()), fill(self.target, renderer())
 
 
 @dataclass

@@ -21,14 +21,19 @@ from rich.console import Console
 from rich.table import Table
 
 from mto import training
-from mto.metrics import score_generation
+from mto.metrics import score_choices, score_generation
 from mto.runs import Run, atomic_write_json, atomic_write_text
 from mto.stages import steps
 from mto.templates import Template, decode_answer
 
 log = logging.getLogger("mto")
 
-HEADLINE = ("exact_match", "rougeL", "bleu", "distinct", "n")
+# The figures each kind of task reports (TaskData.metric), shown in the table and kept in run.json.
+HEADLINE = {
+    "generation": ("exact_match", "rougeL", "bleu", "distinct", "n"),
+    "choice": ("accuracy", "unmatched", "n"),
+}
+SCORERS = {"generation": score_generation, "choice": score_choices}
 
 
 def generate(
@@ -64,9 +69,11 @@ def generate(
 
 
 def evaluate(
-    model, tokenizer, examples: list[dict], template: Template, cfg: DictConfig, out_dir: Path, precision: str
+    model, tokenizer, task, template: Template, cfg: DictConfig, out_dir: Path, precision: str
 ) -> dict:
-    """Score `examples`; write predictions.jsonl and metrics.json into `out_dir`; return the metrics."""
+    """Score the task's `eval.split`; write predictions.jsonl and metrics.json into `out_dir`; return the
+    metrics (generation: exact match, ROUGE-L, BLEU, distinct; choice: accuracy, unmatched share)."""
+    examples = split_of(task, cfg.eval.split)
     if cfg.eval.max_examples:
         examples = examples[: cfg.eval.max_examples]
     pairs = steps.render(template, examples, tokenizer)
@@ -76,7 +83,7 @@ def evaluate(
     )
     seconds = time.perf_counter() - start
     predictions = [decode_answer(ids, tokenizer) for ids in outputs]
-    summary, per_example = score_generation(predictions, examples)
+    summary, per_example = SCORERS[task.metric](predictions, examples)
     summary["examples_per_s"] = len(examples) / seconds
     lines = []
     for ex, (source, _), pred, scores in zip(examples, pairs, predictions, per_example, strict=True):
@@ -87,7 +94,7 @@ def evaluate(
                     "relation": ex.get("relation"),
                     "input": source,
                     "prediction": pred,
-                    "references": ex["tails"],
+                    "references": ex.get("tails", [ex.get("answer")]),
                     **scores,
                 },
                 ensure_ascii=False,
@@ -95,15 +102,21 @@ def evaluate(
         )
     atomic_write_text(out_dir / "predictions.jsonl", "\n".join(lines) + "\n")
     atomic_write_json(out_dir / "metrics.json", {"split": cfg.eval.split, **summary})
+    summary["metric"] = task.metric
     show_metrics(summary, title=f"{template.name} on {cfg.data.name} ({cfg.eval.split})")
     return summary
+
+
+def headline(summary: dict) -> dict:
+    """The key figures of a metrics summary."""
+    return {k: summary[k] for k in HEADLINE[summary["metric"]]}
 
 
 def show_metrics(summary: dict, title: str) -> None:
     table = Table(title=title)
     table.add_column("metric")
     table.add_column("value", justify="right")
-    for key in HEADLINE:
+    for key in HEADLINE[summary["metric"]]:
         value = summary[key]
         table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
     for group, value in summary.get("rougeL_per_group", {}).items():
@@ -136,8 +149,6 @@ def main(cfg: DictConfig) -> dict:
         run.record(data_fingerprint=task.fingerprint)
         tokenizer, model = steps.get_model(cfg, task)
         template = steps.get_template(cfg, task)
-        metrics = evaluate(
-            model, tokenizer, split_of(task, cfg.eval.split), template, cfg, out_dir, precision
-        )
-        run.figures(**{k: metrics[k] for k in HEADLINE})
+        metrics = evaluate(model, tokenizer, task, template, cfg, out_dir, precision)
+        run.figures(**headline(metrics))
     return metrics

@@ -18,11 +18,12 @@ from omegaconf.errors import OmegaConfBaseException
 
 import mto.config  # noqa: F401  (registers the resolvers a worker needs before configs resolve)
 from mto import training
+from mto.config import conf_dir
 from mto.errors import ConfigError, MtoError
 from mto.models import load_tokenizer_and_model, sentinel
 from mto.runs import load_run
 from mto.tasks import TaskData, load_task
-from mto.templates import GroupedTemplate, Template, load_template
+from mto.templates import GroupedTemplate, Template, fill, load_template
 
 log = logging.getLogger("mto")
 
@@ -87,7 +88,11 @@ def tokenizer_corpus(cfg: DictConfig, task: TaskData) -> list[str]:
     template may add (relation names, phrases), so templates never render into `<unk>`. It does not
     depend on the chosen template, so runs that differ only in template share one tokenizer."""
     relations = sorted({ex["relation"] for ex in task.train + task.test if "relation" in ex})
-    return task.texts() + [f"{r}: {p}" for r, p in cfg.phrases.items()] + [f"{r}:" for r in relations]
+    words = [f"{r}: {p}" for r, p in cfg.phrases.items()] + [f"{r}:" for r in relations]
+    for path in sorted((conf_dir() / "template").glob("*.yaml")):  # template wording, e.g. "Answer:"
+        shipped = OmegaConf.load(path)
+        words += [fill(str(shipped[k]), lambda _: "") for k in ("source", "target")]
+    return task.texts() + [w for w in words if w]
 
 
 def get_model(cfg: DictConfig, task: TaskData | None):

@@ -13,7 +13,7 @@ from omegaconf import DictConfig
 from mto import training
 from mto.runs import Run
 from mto.stages import steps
-from mto.stages.eval import HEADLINE, evaluate, split_of
+from mto.stages.eval import evaluate, headline
 
 log = logging.getLogger("mto")
 
@@ -50,9 +50,7 @@ def main(cfg: DictConfig) -> dict:
         )
         metrics: dict = {"train_loss": result.final_loss}
         if cfg.eval.after_train:
-            scores = evaluate(
-                model, tokenizer, split_of(task, cfg.eval.split), template, cfg, out_dir, precision
-            )
-            run.figures(**{k: scores[k] for k in HEADLINE})
+            scores = evaluate(model, tokenizer, task, template, cfg, out_dir, precision)
+            run.figures(**headline(scores))
             metrics.update(scores)
     return metrics

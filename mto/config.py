@@ -50,14 +50,23 @@ class DataConfig:
     """Which task, where its files are, and which part of it to use."""
 
     name: str = MISSING
-    kind: str = MISSING  # synthetic | atomic
-    path: Optional[str] = None  # folder with train.tsv/dev.tsv/test.tsv (atomic)
+    kind: str = MISSING  # synthetic | atomic | qa | text2text
+    # atomic: folder of train/dev/test.tsv; qa/text2text: folder of split files (null: load data.hub)
+    path: Optional[str] = None
     relations: Optional[list[str]] = None  # keep only these relations (all when null)
-    n_train: Optional[int] = None  # few-shot: heads sampled per relation from train (all when null)
+    n_train: Optional[int] = None  # few-shot: heads per relation (QA, text2text: examples) sampled from train
     sample_seed: int = 0  # seed of the few-shot sample
     drop_none: bool = True  # drop `none` tails, as the ATOMIC-2020 papers do
     n_heads: int = 600  # synthetic world: number of heads
     world_seed: int = 0  # synthetic world: generator seed
+    # qa/text2text: split -> file in data.path (.jsonl/.csv; no extension: either; null: no such split)
+    files: Optional[dict[str, Optional[str]]] = None
+    hub: Optional[str] = None  # qa/text2text: Hugging Face dataset, loaded only when data.path is null
+    subset: Optional[str] = None  # hub dataset configuration (e.g. openbookqa: main)
+    revision: Optional[str] = None  # hub revision
+    hub_splits: Optional[dict[str, Optional[str]]] = None  # our split -> the hub's (null: no such split)
+    fields: Optional[dict[str, Any]] = None  # record part -> dotted path (QA choices: a path or a list)
+    answer_is: str = "label"  # qa: how the answer field reads: label | index | index1 | text
 
 
 @dataclass
@@ -109,6 +118,30 @@ class EvalConfig:
     max_examples: Optional[int] = None  # evaluate on the first N examples only
 
 
+class AdaptSource(str, Enum):
+    task = "task"  # the task's own records (training pool)
+    files = "files"  # raw text files, one document per line (adapt.files)
+    both = "both"
+
+
+@dataclass
+class AdaptConfig:
+    """`mto adapt`: where the adaptation text comes from (optimisation settings are in `train`)."""
+
+    source: AdaptSource = AdaptSource.task
+    files: list[str] = field(default_factory=list)  # raw text files, one document per line
+    include_test_heads: bool = False  # also dev/test facts (a knowledge-probing setting; off by default)
+    relations: Optional[list[str]] = None  # only these relations' records (all when null)
+    n_examples: Optional[int] = None  # at most this many records / documents, sampled with the seed
+
+
+@dataclass
+class PipelineConfig:
+    """`mto run`: which stages to chain, in order."""
+
+    stages: list[str] = field(default_factory=lambda: ["match", "adapt", "train", "eval"])
+
+
 class MatchMethod(str, Enum):
     model = "model"  # score the templates with the model (gold-token NLL and rank)
     rules = "rules"  # decide from the task's shape, without a model
@@ -145,6 +178,8 @@ class MtoConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     match: MatchConfig = field(default_factory=MatchConfig)
+    adapt: AdaptConfig = field(default_factory=AdaptConfig)
+    pipeline: PipelineConfig = field(default_factory=PipelineConfig)
 
 
 CONF_DIR_NAME = "conf"

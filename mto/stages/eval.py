@@ -73,7 +73,7 @@ def evaluate(
 ) -> dict:
     """Score the task's `eval.split`; write predictions.jsonl and metrics.json into `out_dir`; return the
     metrics (generation: exact match, ROUGE-L, BLEU, distinct; choice: accuracy, unmatched share)."""
-    examples = split_of(task, cfg.eval.split)
+    examples = task.split(cfg.eval.split)
     if cfg.eval.max_examples:
         examples = examples[: cfg.eval.max_examples]
     pairs = steps.render(template, examples, tokenizer)
@@ -91,7 +91,7 @@ def evaluate(
             json.dumps(
                 {
                     "id": ex.get("id"),
-                    "relation": ex.get("relation"),
+                    "group": ex.get("group"),
                     "input": source,
                     "prediction": pred,
                     "references": ex.get("tails", [ex.get("answer")]),
@@ -122,14 +122,6 @@ def show_metrics(summary: dict, title: str) -> None:
     for group, value in summary.get("rougeL_per_group", {}).items():
         table.add_row(f"  rougeL {group}", f"{value:.4f}")
     Console().print(table)
-
-
-def split_of(task, name: str) -> list[dict]:
-    from mto.errors import ConfigError
-
-    if name not in ("train", "dev", "test"):
-        raise ConfigError(f"eval.split={name}: expected one of train, dev, test")
-    return getattr(task, name)
 
 
 @steps.stage_main

@@ -106,7 +106,31 @@ def load_task(cfg: Any) -> TaskData:
     if kind == "synthetic":
         folder = world_dir(n_heads=getattr(cfg, "n_heads", 600), seed=getattr(cfg, "world_seed", 0))
         return load_atomic(folder, name=getattr(cfg, "name", None) or "synthetic", **options)
+    if kind in ("qa", "text2text"):
+        return _load_file_task(cfg, kind)
     raise ConfigError(f"data.kind: unknown kind {kind!r}; valid kinds: {', '.join(KINDS)}")
 
 
-__all__ = ["KINDS", "TaskData", "load_task"]
+def _load_file_task(cfg: Any, kind: str) -> TaskData:
+    """`qa` and `text2text`: JSON Lines/CSV files under `data.path`, or the hub when `data.path` is null."""
+    from mto.tasks.qa import load_qa
+    from mto.tasks.text2text import load_text2text
+
+    options = dict(
+        path=_optional(cfg, "path"),
+        fields=getattr(cfg, "fields", None),
+        files=getattr(cfg, "files", None),
+        n_train=getattr(cfg, "n_train", None),
+        sample_seed=getattr(cfg, "sample_seed", 0),
+        name=getattr(cfg, "name", None) or kind,
+        hub=getattr(cfg, "hub", None),
+        subset=getattr(cfg, "subset", None),
+        revision=getattr(cfg, "revision", None),
+        hub_splits=getattr(cfg, "hub_splits", None),
+    )
+    if kind == "qa":
+        return load_qa(answer_is=getattr(cfg, "answer_is", "label"), **options)
+    return load_text2text(**options)
+
+
+__all__ = ["KINDS", "METRICS", "SPLITS", "TaskData", "load_task"]

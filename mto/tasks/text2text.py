@@ -4,10 +4,11 @@ Rows
 ----
 A task folder (`data.path`) holds one file per split, JSON Lines (`.jsonl`: one JSON object per line)
 or CSV (`.csv`: a header row, then real CSV quoting, so a field may hold commas, quotes and newlines).
-`data.files` names them (`{train: train.jsonl, dev: dev.jsonl, test: test.jsonl}`); a split left out of
-`data.files` is looked up as `<split>.jsonl`, then `<split>.csv`; a split set to null has no file (no such
-split). Without `data.path`, rows come from the Hugging Face hub (`data.hub`, `data.subset`,
-`data.revision`, and `data.hub_splits` mapping our split names to the hub's).
+`data.files` names them (`{train: train.jsonl, dev: dev.jsonl, test: test.jsonl}`); a name without
+extension (and a split left out of `data.files`: its own name) is looked up as `<name>.jsonl`, then
+`<name>.csv`; a split set to null has no file (no such split). Without `data.path`, rows come from the
+Hugging Face hub (`data.hub`, `data.subset`, `data.revision`, and `data.hub_splits` mapping our split
+names to the hub's).
 
 Both readers are written on the standard library (`json`, `csv`) rather than `datasets`' json/csv
 builders, which do work offline for local files: those report a malformed line without its line
@@ -42,6 +43,7 @@ from typing import Any
 from mto.cache import fingerprint as hash_object
 from mto.errors import ConfigError, DataError
 from mto.tasks import SPLITS, TaskData
+from mto.tasks.atomic import _n_train_option as n_train_option
 
 EXTENSIONS = (".jsonl", ".csv")
 DEFAULT_HUB_SPLITS = {"train": "train", "dev": "validation", "test": "test"}
@@ -93,13 +95,10 @@ def field_map(fields: Any, spec: Mapping[str, bool], kind: str) -> dict[str, Any
     return out
 
 
-def n_train_option(n_train: Any) -> int | None:
-    """`data.n_train`: a positive integer or None."""
-    if n_train is None:
-        return None
-    if isinstance(n_train, bool) or not isinstance(n_train, int) or n_train < 1:
-        raise ConfigError(f"data.n_train: expected a positive integer or null, got {n_train!r}")
-    return n_train
+def eval_hint(split: str) -> str:
+    """What to evaluate on when `split` cannot be."""
+    other = "dev" if split == "test" else "test"
+    return f"evaluate on {other} instead (eval.split={other})"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -228,10 +227,14 @@ def read_rows(file: Path) -> tuple[list[Row], bytes]:
 
 
 def split_files(path: str | Path, files: Any) -> dict[str, Path | None]:
-    """Split -> its file in the task folder (None: the split has none), checked to exist."""
+    """Split -> its file in the task folder (None: the split has none), checked to exist.
+
+    `files` maps a split to a file name; a name without extension (and a split left out: its own
+    name) is looked up as `<name>.jsonl`, then `<name>.csv`; null means the split has no file.
+    """
     folder = Path(path).expanduser()
     if not folder.is_dir():
-        raise DataError(f"data.path: {folder} not found; expected a folder with train/dev/test .jsonl or .csv")
+        raise DataError(f"data.path: {folder} not found; expected a folder of train/dev/test .jsonl or .csv")
     names = plain(files) or {}
     if not isinstance(names, Mapping):
         raise ConfigError(f"data.files: expected a mapping such as {{train: train.jsonl}}, got {names!r}")
@@ -240,23 +243,25 @@ def split_files(path: str | Path, files: Any) -> dict[str, Path | None]:
             raise ConfigError(f"data.files.{key}: unknown split; valid: {', '.join(SPLITS)}")
     out: dict[str, Path | None] = {}
     for split in SPLITS:
-        if split in names and names[split] is None:
+        name = names.get(split, split)
+        if name is None:
             if split == "train":
                 raise ConfigError("data.files.train: required (a file name in data.path)")
             out[split] = None
             continue
-        if split in names:
-            file = folder / str(names[split])
-            if file.suffix.lower() not in EXTENSIONS:
-                raise ConfigError(f"data.files.{split}: {file.name}: expected a .jsonl or .csv file")
+        file = folder / str(name)
+        if file.suffix.lower() in EXTENSIONS:
             if not file.is_file():
                 raise DataError(f"data.files.{split}: {file} not found")
+        elif file.suffix:
+            raise ConfigError(f"data.files.{split}: {file.name}: expected a .jsonl or .csv file")
         else:
-            found = [folder / f"{split}{ext}" for ext in EXTENSIONS if (folder / f"{split}{ext}").is_file()]
+            found = [file.with_name(file.name + ext) for ext in EXTENSIONS]
+            found = [f for f in found if f.is_file()]
             if not found:
                 raise DataError(
-                    f"data.path: {folder / split}.jsonl (or .csv) not found; "
-                    f"name the file with data.files.{split}=<file>, or data.files.{split}=null if there is none"
+                    f"data.files.{split}: {file}.jsonl (or .csv) not found; name the file with "
+                    f"data.files.{split}=<file>, or set data.files.{split}=null if there is none"
                 )
             file = found[0]
         out[split] = file
@@ -269,7 +274,7 @@ def hub_rows(hub: str, subset: str | None, split: str, revision: str | None) -> 
 
     try:
         ds = datasets.load_dataset(hub, subset, split=split, revision=revision)
-    except Exception as err:  # noqa: BLE001 - any failure of the hub or cache is the user's to fix
+    except Exception as err:  # any failure (network, cache, unknown name) is the user's to fix
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise DataError(
             f"data.hub: cannot load {hub} (subset {subset}, split {split}): {first}; "
@@ -305,7 +310,7 @@ def load_rows(
     if path:
         for split, file in split_files(path, files).items():
             if file is None:
-                absent[split] = f"data.files.{split} is null: the task has no {split} split"
+                absent[split] = f"data.files.{split} is null: no {split} split; {eval_hint(split)}"
                 continue
             rows[split], data = read_rows(file)
             where[split] = str(file)
@@ -313,18 +318,22 @@ def load_rows(
         source = str(Path(path).expanduser().resolve())
     elif hub:
         names = {**DEFAULT_HUB_SPLITS, **(plain(hub_splits) or {})}
+        for key in names:
+            if key not in SPLITS:
+                raise ConfigError(f"data.hub_splits.{key}: unknown split; valid: {', '.join(SPLITS)}")
         for split in SPLITS:
             if names.get(split) is None:
                 if split == "train":
                     raise ConfigError("data.hub_splits.train: required (the hub's name of the train split)")
-                absent[split] = f"data.hub_splits.{split} is null: {hub} has no {split} split"
+                hint = eval_hint(split)
+                absent[split] = f"data.hub_splits.{split} is null: {hub} has no {split} split; {hint}"
                 continue
             rows[split] = hub_rows(hub, subset, str(names[split]), revision)
             where[split] = f"{hub}[{names[split]}]"
             digests[split] = hash_object([r for _, r in rows[split]])
         source = f"hub:{hub}" + (f"/{subset}" if subset else "") + (f"@{revision}" if revision else "")
     else:
-        raise ConfigError("data.path: required (a folder with train/dev/test .jsonl or .csv), or set data.hub")
+        raise ConfigError("data.path: required (a folder of train/dev/test .jsonl or .csv), or set data.hub")
     for split, split_rows in rows.items():
         if not split_rows:
             raise DataError(f"{where[split]}: no records; expected at least one in the {split} split")
@@ -360,7 +369,8 @@ def targets_of(row: Row, path: str) -> list[str]:
     for item in items:
         if isinstance(item, bool) or not isinstance(item, (str, int, float)):
             raise DataError(
-                f"{row[0]}: field '{path}' (target): expected text or a list of texts, got {json.dumps(value)[:60]}"
+                f"{row[0]}: field '{path}' (target): expected text or a list of texts, "
+                f"got {json.dumps(value)[:60]}"
             )
         if str(item).strip():
             out.append(str(item).strip())

@@ -88,31 +88,17 @@ def _stage(name: str, config_name: str, module: str, help_text: str) -> None:
 
 
 STAGES = [  # (command, config name in conf/, module with the task function `main`, help)
-    (
-        "match",
-        "match",
-        "mto.stages.match",
-        "Score mapping vs filling templates per relation and choose the objective (writes match.json).",
-    ),
-    (
-        "adapt",
-        "adapt",
-        "mto.stages.adapt",
-        "Continue pre-training a model on a task's own text with the chosen objective.",
-    ),
-    (
-        "train",
-        "train",
-        "mto.stages.train",
-        "Fine-tune a model on a task with a template, then evaluate it (eval.after_train).",
-    ),
-    (
-        "eval",
-        "eval",
-        "mto.stages.eval",
-        "Generate for a split and score it: exact match, ROUGE-L, BLEU, accuracy (run=<train run dir>).",
-    ),
-]
+    ("match", "match", "mto.stages.match",
+     "Score mapping vs filling templates per relation and choose the objective (writes match.json)."),
+    ("adapt", "adapt", "mto.stages.adapt",
+     "Continue pre-training a model on a task's own text with the chosen objective."),
+    ("train", "train", "mto.stages.train",
+     "Fine-tune a model on a task with a template, then evaluate it (eval.after_train)."),
+    ("eval", "eval", "mto.stages.eval",
+     "Generate for a split and score it: exact match, ROUGE-L, BLEU, accuracy (run=<train run dir>)."),
+    ("run", "pipeline", "mto.stages.pipeline",
+     "The whole method: match -> adapt -> train -> eval, each stage in its own run directory."),
+]  # fmt: skip
 for _name, _config, _module, _help in STAGES:
     _stage(_name, _config, _module, _help)
 

@@ -81,9 +81,20 @@ class TemplateConfig:
 
 @dataclass
 class ObjectiveConfig:
-    """The pre-training objective used to adapt a model (mto adapt)."""
+    """The pre-training objective used to adapt a model (mto adapt; see mto/objectives/)."""
 
-    name: str = MISSING
+    name: str = MISSING  # mapping | filling | span_corruption | prefix_lm | mixed | auto (from match_run)
+    form: str = "auto"  # filling: auto (records: tail filling, texts: span corruption) | tail | span
+    noise_density: float = 0.15  # span corruption
+    mean_noise_span_length: float = 3.0
+    input_length: int = 64  # span corruption: corrupted input length (EOS included); prefix_lm: chunk size
+    pack: bool = True  # span corruption: concatenate texts and cut blocks (T5); false: each text alone
+    random_roll: bool = False  # seqio's random_roll
+    random_noise_count: bool = False  # noise count ~ Binomial(L, density) instead of round(L x density)
+    # mixed. `Any`, not Optional[dict]: overriding a None typed dict crashes OmegaConf (omegaconf #1360).
+    by_group: Any = None  # group (relation) -> objective
+    default: Optional[str] = None  # objective for examples by_group does not route (wins over rates)
+    rates: Any = None  # objective -> weight
 
 
 @dataclass

@@ -154,6 +154,9 @@ def templates_to_score(cfg: DictConfig, pair: tuple[str, str]) -> list[str]:
 def main(cfg: DictConfig) -> dict:
     out_dir = steps.job_dir()
     with Run(out_dir, cfg) as run:
+        if cfg.adapt_run:  # score an adapted model
+            cfg, lineage = steps.start_from_adapt_run(cfg)
+            run.record(lineage=lineage)
         precision = steps.setup(cfg)
         task = steps.get_task(cfg)
         run.record(data_fingerprint=task.fingerprint)

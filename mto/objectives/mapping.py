@@ -1,0 +1,37 @@
+"""Mapping: input -> output with no sentinel, the LM-style objective family.
+
+A record becomes its statement prefix -> its tail ("PersonX buys a ticket because PersonX intended" ->
+"to see a movie"); raw texts have no input/output split of their own, so they go to prefix_lm, the
+LM-style form of mapping on running text.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+from mto.objectives import Material, encode_with_specials, triple_sentence
+from mto.objectives.prefix_lm import PrefixLMObjective
+
+
+class MappingObjective:
+    """Records: "{head} {phrase}" -> "{tail}"; texts: prefix LM."""
+
+    name = "mapping"
+
+    def __init__(self, cfg: Any) -> None:
+        self.prefix_lm = PrefixLMObjective(cfg)
+
+    def features(self, material: Material, tokenizer: Any, rng: random.Random) -> list[dict]:
+        pairs = [triple_sentence(r, material.phrases) for r in material.records]
+        features = pair_features(tokenizer, pairs)
+        if material.texts:
+            features += self.prefix_lm.features(Material(texts=list(material.texts)), tokenizer, rng)
+        return features
+
+
+def pair_features(tokenizer: Any, pairs: list[tuple[str, str]]) -> list[dict]:
+    """(source, target) texts tokenised as in fine-tuning (with the model's special tokens), untruncated."""
+    sources = encode_with_specials(tokenizer, [s for s, _ in pairs])
+    targets = encode_with_specials(tokenizer, [t for _, t in pairs])
+    return [{"input_ids": s, "labels": t} for s, t in zip(sources, targets, strict=True)]

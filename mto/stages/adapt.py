@@ -1,0 +1,105 @@
+"""`mto adapt`: continue pre-training a model on a task's own text with the chosen objective.
+
+    mto adapt objective=filling                          # tail filling on the task's triples
+    mto adapt objective=span_corruption adapt.files=[corpus.txt]
+    mto adapt objective=auto match_run=<mto match run>   # per relation, as `mto match` decided
+
+The material comes from the task's training pool (never from dev/test heads unless
+`adapt.include_test_heads=true`) and/or raw text files (one document per line). A tiny model
+(`model.build`) starts from scratch; any other model continues from its checkpoint. The adapted model is
+saved in `model/`; `mto train adapt_run=<this run>` starts from it and records the lineage.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from mto import training
+from mto.errors import ConfigError, DataError
+from mto.objectives import Material, get_objective
+from mto.runs import Run
+from mto.stages import steps
+from mto.tasks import TaskData
+
+log = logging.getLogger("mto")
+
+
+def read_text_files(files: list[str]) -> list[str]:
+    """Documents from raw text files, one per non-empty line."""
+    texts = []
+    for name in files:
+        path = Path(name)
+        if not path.is_file():
+            raise DataError(f"adapt.files: {path} not found; expected a text file with one document per line")
+        texts += [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if files and not texts:
+        raise DataError(f"adapt.files: {', '.join(files)} hold no text")
+    return texts
+
+
+def adaptation_material(cfg: DictConfig, task: TaskData) -> Material:
+    """What the objective learns from: the task's records (training pool) and/or raw documents."""
+    records: list[dict] = []
+    source = getattr(cfg.adapt.source, "value", cfg.adapt.source)
+    if source in ("task", "both"):
+        pool = list(task.train)
+        if cfg.adapt.include_test_heads:  # dev/test records hold all tails of a query: one per tail here
+            pool += [{**ex, "tail": tail} for ex in task.dev + task.test for tail in ex.get("tails", [ex["tail"]])]
+        if cfg.adapt.relations:
+            keep = set(cfg.adapt.relations)
+            pool = [ex for ex in pool if ex.get("relation") in keep]
+        records = pool
+    texts = read_text_files(list(cfg.adapt.files)) if source in ("files", "both") else []
+    if cfg.adapt.n_examples:
+        rng = random.Random(cfg.seed)
+        records = rng.sample(records, min(cfg.adapt.n_examples, len(records)))
+        texts = rng.sample(texts, min(cfg.adapt.n_examples, len(texts)))
+    if not records and not texts:
+        raise DataError("adapt: no adaptation material (check adapt.source, adapt.files, adapt.relations)")
+    return Material(records=records, texts=texts, phrases=dict(cfg.phrases))
+
+
+def auto_objective(cfg: DictConfig) -> DictConfig:
+    """`objective=auto`: the mixed objective with the per-relation decisions of `mto match`."""
+    from mto.stages.match import FILLING, read_match
+
+    decisions = read_match(cfg.match_run)["decisions"]
+    families = set(decisions.values())
+    if len(families) == 1:
+        return OmegaConf.create({"name": FILLING if families == {FILLING} else "mapping"})
+    return OmegaConf.create({"name": "mixed", "by_group": dict(decisions), "default": FILLING})
+
+
+@steps.stage_main
+def main(cfg: DictConfig) -> dict:
+    out_dir = steps.job_dir()
+    with Run(out_dir, cfg) as run:
+        if cfg.match_run:
+            run.record(lineage={"match_run": str(Path(cfg.match_run).resolve())})
+        precision = steps.setup(cfg)
+        task = steps.get_task(cfg)
+        run.record(data_fingerprint=task.fingerprint)
+        objective_cfg = auto_objective(cfg) if cfg.objective.name == "auto" else cfg.objective
+        objective = get_objective(objective_cfg)
+        material = adaptation_material(cfg, task)
+        tokenizer, model = steps.get_model(cfg, task)
+        features = objective.features(material, tokenizer, random.Random(cfg.seed))
+        if not features:
+            raise DataError(f"adapt: objective {objective.name} made no training examples from the material")
+        log.info(
+            "adapting with %s on %d records, %d texts -> %d examples",
+            objective.name, len(material.records), len(material.texts), len(features),
+        )
+        result = training.train_model(model, tokenizer, features, cfg.train, precision, cfg.seed, "adapt")
+        steps.save_model(model, tokenizer, out_dir / "model")
+        run.figures(
+            adapt_loss=result.final_loss, adapt_steps=result.steps, adapt_examples=len(features),
+            adapt_records=len(material.records), adapt_texts=len(material.texts),
+            objective=OmegaConf.to_container(objective_cfg) if isinstance(objective_cfg, DictConfig) else None,
+            adapt_seconds=result.seconds, precision=precision,
+        )
+    return {"adapt_loss": result.final_loss}

@@ -201,7 +201,8 @@ def test_fingerprint(tmp_path):
 
 def test_load_task_config_errors(tmp_path):
     with pytest.raises(
-        ConfigError, match=r"^data\.kind: unknown kind 'conceptnet'; valid kinds: atomic, synthetic, qa, text2text$"
+        ConfigError,
+        match=r"^data\.kind: unknown kind 'conceptnet'; valid kinds: atomic, synthetic, qa, text2text$",
     ):
         load_task(SimpleNamespace(kind="conceptnet"))
     with pytest.raises(ConfigError, match=r"^data\.path: required"):

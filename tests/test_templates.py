@@ -83,7 +83,9 @@ def test_masks_are_numbered_in_order():
 
 
 def test_template_naming_a_missing_field_is_refused():
-    with pytest.raises(ConfigError, match=r"template=answer uses \{question\}, a field that task 'atomic' lacks"):
+    with pytest.raises(
+        ConfigError, match=r"template=answer uses \{question\}, a field that task 'atomic' lacks"
+    ):
         shipped("answer").check(TRIPLE.keys(), "atomic")
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from mto import training
-from mto.errors import ConfigError, DataError
+from mto.errors import DataError
 from mto.objectives import Material, get_objective
 from mto.runs import Run
 from mto.stages import steps
@@ -48,7 +48,8 @@ def adaptation_material(cfg: DictConfig, task: TaskData) -> Material:
     if source in ("task", "both"):
         pool = list(task.train)
         if cfg.adapt.include_test_heads:  # dev/test records hold all tails of a query: one per tail here
-            pool += [{**ex, "tail": tail} for ex in task.dev + task.test for tail in ex.get("tails", [ex["tail"]])]
+            held_out = task.dev + task.test
+            pool += [{**ex, "tail": tail} for ex in held_out for tail in ex.get("tails", [ex["tail"]])]
         if cfg.adapt.relations:
             keep = set(cfg.adapt.relations)
             pool = [ex for ex in pool if ex.get("relation") in keep]
@@ -92,14 +93,21 @@ def main(cfg: DictConfig) -> dict:
             raise DataError(f"adapt: objective {objective.name} made no training examples from the material")
         log.info(
             "adapting with %s on %d records, %d texts -> %d examples",
-            objective.name, len(material.records), len(material.texts), len(features),
+            objective.name,
+            len(material.records),
+            len(material.texts),
+            len(features),
         )
         result = training.train_model(model, tokenizer, features, cfg.train, precision, cfg.seed, "adapt")
         steps.save_model(model, tokenizer, out_dir / "model")
         run.figures(
-            adapt_loss=result.final_loss, adapt_steps=result.steps, adapt_examples=len(features),
-            adapt_records=len(material.records), adapt_texts=len(material.texts),
-            objective=OmegaConf.to_container(objective_cfg) if isinstance(objective_cfg, DictConfig) else None,
-            adapt_seconds=result.seconds, precision=precision,
+            adapt_loss=result.final_loss,
+            adapt_steps=result.steps,
+            adapt_examples=len(features),
+            adapt_records=len(material.records),
+            adapt_texts=len(material.texts),
+            objective=OmegaConf.to_container(objective_cfg, resolve=True),
+            adapt_seconds=result.seconds,
+            precision=precision,
         )
     return {"adapt_loss": result.final_loss}

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 import typer
 
@@ -45,6 +46,7 @@ def run_hydra(config_name: str, task_function: Callable, argv: list[str]) -> Non
     parser = get_args_parser()
     # parse_intermixed_args lets flags follow overrides (`template=a,b -m seed=1`, hydra issue 3053).
     args = parser.parse_intermixed_args(argv)
+    args.overrides = resume_overrides(args.overrides)
     # Errors come back to us instead of Hydra's traceback printer: ours are one line.
     os.environ["HYDRA_FULL_ERROR"] = "1"
     try:
@@ -65,6 +67,23 @@ def run_hydra(config_name: str, task_function: Callable, argv: list[str]) -> Non
             message += f"\n{cause}"
         typer.echo(f"mto {config_name}: config error: {_trim(message)}", err=True)
         raise typer.Exit(2) from None
+
+
+def resume_overrides(overrides: list[str]) -> list[str]:
+    """`resume=<run dir>` replays that run's own overrides into that same directory, so the stage finds
+    its checkpoint there and the run's config stays what it was; later overrides still apply."""
+    resume = [o for o in overrides if o.startswith("resume=")]
+    if not resume:
+        return overrides
+    import yaml
+
+    run_dir = Path(resume[-1].split("=", 1)[1]).expanduser().resolve()
+    saved = run_dir / ".hydra" / "overrides.yaml"
+    if not saved.is_file():
+        raise typer.BadParameter(f"{resume[-1]}: not a run directory (no .hydra/overrides.yaml)")
+    original = [o for o in yaml.safe_load(saved.read_text()) or [] if not o.startswith(("resume=", "hydra."))]
+    rest = [o for o in overrides if not o.startswith("resume=")]
+    return [*original, *rest, f"resume={run_dir}", f"hydra.run.dir={run_dir}"]
 
 
 def _trim(message: str) -> str:

@@ -147,6 +147,14 @@ class AdaptConfig:
 
 
 @dataclass
+class CheckpointConfig:
+    """Checkpoints of the training loop (also taken on SIGTERM/SIGUSR1), for resuming."""
+
+    every: int = 500  # steps between checkpoints (0: only on SIGTERM/SIGUSR1)
+    keep: bool = False  # keep the last checkpoint once the run completed (it is removed by default)
+
+
+@dataclass
 class PipelineConfig:
     """`mto run`: which stages to chain, in order."""
 
@@ -180,6 +188,8 @@ class MtoConfig:
     run: Optional[str] = None  # eval: the train run directory to evaluate
     match_run: Optional[str] = None  # a `mto match` run whose decisions template=auto / objective=auto use
     adapt_run: Optional[str] = None  # train: start from the model of this `mto adapt` run
+    resume: Optional[str] = None  # continue the run in this directory from its last checkpoint
+    skip_completed: bool = False  # skip a job whose completed twin (same config hash) exists (on in -m)
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     template: TemplateConfig = field(default_factory=TemplateConfig)
@@ -191,6 +201,7 @@ class MtoConfig:
     match: MatchConfig = field(default_factory=MatchConfig)
     adapt: AdaptConfig = field(default_factory=AdaptConfig)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
 
 
 CONF_DIR_NAME = "conf"
@@ -219,6 +230,8 @@ def register() -> None:
     cs.store(name="mto_schema", node=MtoConfig)
     if not OmegaConf.has_resolver("mto.dirname"):
         OmegaConf.register_new_resolver("mto.dirname", _dirname_suffix)
+    if not OmegaConf.has_resolver("mto.is_multirun"):
+        OmegaConf.register_new_resolver("mto.is_multirun", lambda mode: str(mode).endswith("MULTIRUN"))
 
 
 register()

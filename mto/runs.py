@@ -86,9 +86,40 @@ def package_versions() -> dict:
     return versions
 
 
+# Keys that say how a run is carried out, not what it computes: twins may differ in them.
+NOT_HASHED = ("resume", "skip_completed", "checkpoint")
+
+
 def config_hash(cfg: DictConfig) -> str:
-    """Identifies a run's resolved job config (the hydra node excluded): twins share it."""
-    return fingerprint(OmegaConf.to_container(cfg, resolve=True))
+    """Identifies a run's resolved job config (the hydra node and NOT_HASHED excluded): twins share it."""
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    return fingerprint({k: v for k, v in resolved.items() if k not in NOT_HASHED})
+
+
+def outputs_root(run_dir: Path) -> Path:
+    """The folder all runs live under: the parent of `multirun/`, else `<root>/<stage>/<date>/<run>`."""
+    run_dir = Path(run_dir).resolve()
+    for parent in run_dir.parents:
+        if parent.name == "multirun":
+            return parent.parent
+    return run_dir.parents[2] if len(run_dir.parents) > 2 else run_dir.parent
+
+
+def find_twin(root: Path, stage: str, digest: str, exclude: Path) -> Path | None:
+    """A completed run of `stage` under `root` with config hash `digest` (not `exclude` itself)."""
+    if not root.is_dir():
+        return None
+    for path in sorted(root.rglob(RUN_FILE)):
+        if path.parent.resolve() == exclude.resolve():
+            continue
+        try:
+            info = read_json(path)
+        except (OSError, ValueError):
+            continue
+        same = info.get("stage") == stage and info.get("config_hash") == digest
+        if same and info.get("status") == "completed":
+            return path.parent
+    return None
 
 
 def _now() -> str:
@@ -108,9 +139,11 @@ class Run:
     def __init__(self, out_dir: Path, cfg: DictConfig):
         self.dir = Path(out_dir)
         self.cfg = cfg
+        previous = read_json(self.path) if self.path.is_file() else {}
         self.info: dict[str, Any] = {
             "stage": cfg.stage,
             "status": "running",
+            "attempt": previous.get("attempt", 0) + 1,  # > 1: resumed or requeued in this directory
             "start_time": _now(),
             "end_time": None,
             "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
@@ -150,6 +183,9 @@ class Run:
         self.info["end_time"] = _now()
         if exc is None:
             self.info["status"] = "completed"
+        elif type(exc).__name__ == "Interrupted":  # mto.training.Interrupted: a checkpoint is there
+            self.info["status"] = "interrupted"
+            log.warning("run interrupted: resume with `mto %s resume=%s`", self.info["stage"], self.dir)
         else:
             self.info["status"] = "failed"
             self.info["error"] = f"{type(exc).__name__}: {exc}"

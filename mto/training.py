@@ -11,9 +11,14 @@ import logging
 import math
 import os
 import random
+import shutil
+import signal
+import tempfile
+import threading
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -161,10 +166,127 @@ def make_optimizer(model: torch.nn.Module, cfg, steps: int):
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
+class Interrupted(Exception):
+    """Training stopped on SIGTERM/SIGUSR1 after writing a checkpoint; the run can be resumed."""
+
+
+class StopSignals:
+    """Turns SIGTERM and SIGUSR1 (sent by SLURM before preemption or the time limit) into a flag the
+    loop reads between steps, so a checkpoint is only ever taken of a consistent state. After the
+    checkpoint, the previous handler (e.g. submitit's, which requeues the job) gets the signal."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self.previous: dict[int, object] = {}
+
+    def __enter__(self) -> StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            for sig in self.SIGNALS:
+                self.previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        log.warning("received signal %d: checkpointing at the end of this step", signum)
+        self.received = signum
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+    def forward(self) -> None:
+        """Hand the received signal to the handler that was there before us, or stop."""
+        handler = self.previous.get(self.received)
+        if callable(handler):
+            handler(self.received, None)
+        raise Interrupted(f"stopped by signal {self.received} after a checkpoint")
+
+
+class Checkpoint:
+    """`<run dir>/checkpoint/`: the trainable weights (safetensors), optimiser and scheduler states,
+    RNG states and the data position (remaining batches of the epoch and the sampler's state), written
+    to a temporary folder and renamed over the previous checkpoint, so a kill never leaves half of one.
+    Everything but the weights is loaded with `torch.load(weights_only=True)`."""
+
+    def __init__(self, folder: Path, every: int = 0):
+        self.folder = Path(folder)
+        self.every = every
+
+    def exists(self) -> bool:
+        return (self.folder / "state.pt").is_file()
+
+    def save(self, model, optimizer, scheduler, state: dict) -> None:
+        from safetensors.torch import save_file
+
+        tmp = Path(tempfile.mkdtemp(prefix=".checkpoint-", dir=self.folder.parent))
+        try:
+            weights = {
+                n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad
+            }
+            save_file(weights, str(tmp / "trainable.safetensors"))
+            torch.save(
+                {
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "torch_rng": torch.get_rng_state(),
+                    "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+                    **state,
+                },
+                tmp / "state.pt",
+            )
+            old = self.folder.with_name(".checkpoint-old")
+            if self.folder.exists():
+                os.replace(self.folder, old)
+            os.replace(tmp, self.folder)
+            shutil.rmtree(old, ignore_errors=True)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        log.info("checkpoint at step %d -> %s", state["step"], self.folder)
+
+    def load(self, model, optimizer, scheduler) -> dict:
+        from safetensors.torch import load_file
+
+        weights = load_file(str(self.folder / "trainable.safetensors"))
+        params = dict(model.named_parameters())
+        with torch.no_grad():
+            for name, value in weights.items():
+                params[name].copy_(value)
+        state = torch.load(self.folder / "state.pt", weights_only=True)
+        optimizer.load_state_dict(state.pop("optimizer"))
+        scheduler.load_state_dict(state.pop("scheduler"))
+        torch.set_rng_state(state.pop("torch_rng"))
+        cuda_rng = state.pop("cuda_rng")
+        if cuda_rng:
+            torch.cuda.set_rng_state_all(cuda_rng)
+        return state
+
+
+def _rng_state(rng: random.Random) -> list:
+    version, internal, gauss = rng.getstate()
+    return [version, list(internal), gauss]
+
+
+def _set_rng_state(rng: random.Random, state: list) -> None:
+    rng.setstate((state[0], tuple(state[1]), state[2]))
+
+
 def train_model(
-    model, tokenizer, features: list[dict], cfg, precision: str, seed: int, description: str = "train"
+    model,
+    tokenizer,
+    features: list[dict],
+    cfg,
+    precision: str,
+    seed: int,
+    description: str = "train",
+    checkpoint: Checkpoint | None = None,
 ) -> TrainResult:
-    """Train `model` in place on `features` for the configured number of steps."""
+    """Train `model` in place on `features` for the configured number of steps.
+
+    With `checkpoint`, the loop resumes from it when one exists, saves one every `checkpoint.every`
+    steps, and on SIGTERM/SIGUSR1 saves one and stops (`Interrupted`). A resumed run ends with the same
+    weights as an uninterrupted one: the data order, RNG and optimiser states all continue.
+    """
     if not features:
         raise ValueError("no training examples")
     dev = device()
@@ -175,11 +297,22 @@ def train_model(
     pad_id = tokenizer.pad_token_id
     batches: list[list[int]] = []
     recent: list[float] = []
-    n_examples = n_tokens = 0
+    first_step = n_examples = n_tokens = 0
+    if checkpoint is not None and checkpoint.exists():
+        state = checkpoint.load(model, optimizer, scheduler)
+        first_step, batches, recent = state["step"], state["batches"], state["recent"]
+        _set_rng_state(rng, state["sampler_rng"])
+        log.info("resuming %s from the checkpoint at step %d", description, first_step)
+
+    def save(step: int) -> None:
+        checkpoint.save(model, optimizer, scheduler, {
+            "step": step, "batches": batches, "recent": recent, "sampler_rng": _rng_state(rng),
+        })  # fmt: skip
+
     start = time.perf_counter()
-    with progress_bar() as progress:
-        task = progress.add_task(description, total=steps, info="")
-        for step in range(steps):
+    with progress_bar() as progress, StopSignals() as signals:
+        task = progress.add_task(description, total=steps, completed=first_step, info="")
+        for step in range(first_step, steps):
             if not batches:
                 batches = length_grouped_batches(features, cfg.batch_size, rng)
             batch_ids = batches.pop()
@@ -198,17 +331,17 @@ def train_model(
             n_tokens += int(batch["attention_mask"].sum()) + int((batch["labels"] != -100).sum())
             if (step + 1) % cfg.log_every == 0 or step + 1 == steps:
                 mean = sum(recent) / len(recent)
-                log.info(
-                    "%s step %d/%d loss %.4f lr %.2e",
-                    description,
-                    step + 1,
-                    steps,
-                    mean,
-                    scheduler.get_last_lr()[0],
-                )
+                lr = scheduler.get_last_lr()[0]
+                log.info("%s step %d/%d loss %.4f lr %.2e", description, step + 1, steps, mean, lr)
                 progress.update(task, info=f"loss {mean:.3f}")
             progress.advance(task)
-    seconds = time.perf_counter() - start
+            if checkpoint is not None and step + 1 < steps:
+                if signals.received is not None:
+                    save(step + 1)
+                    signals.forward()
+                if checkpoint.every and (step + 1) % checkpoint.every == 0:
+                    save(step + 1)
+    seconds = max(time.perf_counter() - start, 1e-9)
     model.eval()
     return TrainResult(
         steps=steps,

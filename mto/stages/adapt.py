@@ -98,8 +98,12 @@ def main(cfg: DictConfig) -> dict:
             len(material.texts),
             len(features),
         )
-        result = training.train_model(model, tokenizer, features, cfg.train, precision, cfg.seed, "adapt")
+        checkpoint = steps.checkpoint_for(cfg)
+        result = training.train_model(
+            model, tokenizer, features, cfg.train, precision, cfg.seed, "adapt", checkpoint=checkpoint
+        )
         steps.save_model(model, tokenizer, out_dir / "model")
+        steps.drop_checkpoint(cfg, checkpoint)
         run.figures(
             adapt_loss=result.final_loss,
             adapt_steps=result.steps,

@@ -21,7 +21,7 @@ from mto import training
 from mto.config import conf_dir
 from mto.errors import ConfigError, MtoError
 from mto.models import load_tokenizer_and_model, sentinel
-from mto.runs import load_run
+from mto.runs import RUN_FILE, atomic_write_json, config_hash, find_twin, load_run, outputs_root, read_json
 from mto.tasks import TaskData, load_task
 from mto.templates import GroupedTemplate, Template, fill, load_template
 
@@ -35,16 +35,51 @@ def stage_main(fn: Callable[[DictConfig], dict]) -> Callable[[DictConfig], dict]
 
     @functools.wraps(fn)
     def task(cfg: DictConfig) -> dict:
+        if cfg.skip_completed:
+            twin = find_twin(outputs_root(job_dir()), cfg.stage, config_hash(cfg), job_dir())
+            if twin is not None:
+                return skip(cfg, twin)
         try:
             return fn(cfg)
-        except (MtoError, OmegaConfBaseException) as err:
+        except (MtoError, OmegaConfBaseException, training.Interrupted) as err:
             if HydraConfig.get().mode == RunMode.MULTIRUN:
                 raise
             message = str(err).strip().splitlines()[0]
+            if isinstance(err, training.Interrupted):
+                message += f"; resume with `mto {cfg.stage} resume={job_dir()}`"
             sys.stderr.write(f"mto {cfg.stage}: error: {message}\n")
-            raise SystemExit(2) from None
+            raise SystemExit(3 if isinstance(err, training.Interrupted) else 2) from None
 
     return task
+
+
+def skip(cfg: DictConfig, twin: Path) -> dict:
+    """Record in this job's directory that its completed twin makes it unnecessary."""
+    log.info("skipping %s: a completed twin with the same config exists at %s", cfg.stage, twin)
+    info = read_json(twin / RUN_FILE)
+    atomic_write_json(job_dir() / RUN_FILE, {
+        "stage": cfg.stage, "status": "skipped", "twin": str(twin), "config_hash": info["config_hash"],
+        "seed": cfg.seed, "figures": info.get("figures", {}),
+    })  # fmt: skip
+    return info.get("figures", {})
+
+
+def checkpoint_for(cfg: DictConfig) -> training.Checkpoint:
+    """This job's checkpoint folder; `resume=` must point at this very directory (the CLI sees to it)."""
+    folder = job_dir() / "checkpoint"
+    if cfg.resume and Path(cfg.resume).resolve() != job_dir().resolve():
+        raise ConfigError(
+            f"resume={cfg.resume}: expected the run directory itself (this job runs in {job_dir()})"
+        )
+    if cfg.resume and not (folder / "state.pt").is_file():
+        log.warning("resume=%s: no checkpoint there; training starts from the beginning", cfg.resume)
+    return training.Checkpoint(folder, cfg.checkpoint.every)
+
+
+def drop_checkpoint(cfg: DictConfig, checkpoint: training.Checkpoint) -> None:
+    """A completed run needs no checkpoint (its model is saved) unless `checkpoint.keep`."""
+    if not cfg.checkpoint.keep:
+        shutil.rmtree(checkpoint.folder, ignore_errors=True)
 
 
 def job_dir() -> Path:

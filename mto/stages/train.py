@@ -37,8 +37,12 @@ def main(cfg: DictConfig) -> dict:
         features = training.tokenize_pairs(
             tokenizer, pairs, cfg.train.max_source_length, cfg.train.max_target_length
         )
-        result = training.train_model(model, tokenizer, features, cfg.train, precision, cfg.seed)
+        checkpoint = steps.checkpoint_for(cfg)
+        result = training.train_model(
+            model, tokenizer, features, cfg.train, precision, cfg.seed, checkpoint=checkpoint
+        )
         steps.save_model(model, tokenizer, out_dir / "model")
+        steps.drop_checkpoint(cfg, checkpoint)
         run.figures(
             train_loss=result.final_loss,
             train_steps=result.steps,

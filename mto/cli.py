@@ -122,6 +122,32 @@ for _name, _config, _module, _help in STAGES:
     _stage(_name, _config, _module, _help)
 
 
+@app.command("report")
+def report_command(
+    args: list[str] = typer.Argument(..., help="Run or sweep directories, then by=a,b metric=m out=dir"),
+) -> None:
+    """Gather runs into one table (mean +- std over seeds), CSV, Markdown and PNG plots."""
+    from mto.stages.report import report
+
+    options = {"by": None, "metric": "rougeL", "out": None}
+    paths = []
+    for arg in args:
+        key, sep, value = arg.partition("=")
+        if sep and key in options:
+            options[key] = value
+        elif sep and not Path(arg).exists():
+            typer.echo(f"mto report: error: unknown option {key!r} (expected by=, metric=, out=)", err=True)
+            raise typer.Exit(2)
+        else:
+            paths.append(arg)
+    by = [k for k in options["by"].split(",") if k] if options["by"] else None
+    try:
+        report(paths, by=by, metric=options["metric"], out=options["out"])
+    except MtoError as err:
+        typer.echo(f"mto report: error: {err}", err=True)
+        raise typer.Exit(2) from None
+
+
 template_app = typer.Typer(help="Preview templates.", no_args_is_help=True)
 app.add_typer(template_app, name="template")
 

@@ -67,6 +67,12 @@ def run_hydra(config_name: str, task_function: Callable, argv: list[str]) -> Non
             message += f"\n{cause}"
         typer.echo(f"mto {config_name}: config error: {_trim(message)}", err=True)
         raise typer.Exit(2) from None
+    except Exception as err:
+        if type(err).__name__ != "FailedJobError":  # submitit: the scheduler refused the submission
+            raise
+        lines = " / ".join(line.strip() for line in str(err).strip().splitlines() if line.strip())
+        typer.echo(f"mto {config_name}: the scheduler refused the jobs: {lines}", err=True)
+        raise typer.Exit(2) from None
 
 
 def resume_overrides(overrides: list[str]) -> list[str]:

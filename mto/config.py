@@ -97,11 +97,46 @@ class ObjectiveConfig:
     rates: Any = None  # objective -> weight
 
 
+class TuningMethod(str, Enum):
+    full = "full"  # every weight trains
+    prompt = "prompt"  # PEFT prompt tuning: virtual tokens prepended to the input
+    prefix = "prefix"  # PEFT prefix tuning: trained keys/values in front of every attention layer
+    lora = "lora"  # PEFT LoRA: low-rank updates of attention projections
+    soft = "soft"  # MTO soft prompt: trained tokens placed by the template ({soft:N})
+
+
+class PromptInit(str, Enum):
+    phrase = "phrase"  # the words of the relation's phrase (per relation; shared: averaged over relations)
+    text = "text"  # the words of tuning.init_text
+    vocab = "vocab"  # rows of randomly drawn vocabulary words
+    uniform = "uniform"  # uniform in [-0.5, 0.5] (Lester et al., 2021)
+
+
+class SoftEncoder(str, Enum):
+    none = "none"  # the soft-token vectors train directly
+    mlp = "mlp"  # reparameterised through a residual two-layer MLP (P-tuning style)
+    lstm = "lstm"  # reparameterised through a residual bidirectional LSTM + MLP (P-tuning)
+
+
 @dataclass
 class TuningConfig:
-    """Which parameters train."""
+    """Which parameters train (see mto/tuning/). Keys a method does not use are ignored by it."""
 
-    method: str = "full"
+    method: TuningMethod = TuningMethod.full
+    lr: Optional[float] = None  # learning rate of the trained parameters (null: train.lr)
+    # prompt, prefix: virtual tokens; soft: taken from the template's {soft:N}
+    num_virtual_tokens: int = 8
+    init: PromptInit = PromptInit.vocab  # prompt, soft: initial token vectors
+    init_text: Optional[str] = None  # init=text
+    per_relation: bool = False  # soft: one set of tokens per relation (group) instead of one shared set
+    encoder: SoftEncoder = SoftEncoder.none  # soft: reparameterisation of the token vectors
+    encoder_hidden_size: Optional[int] = None  # soft encoder, prefix projection (null: the model width)
+    prefix_projection: bool = False  # prefix: produce the prefix through an MLP (Li & Liang, 2021)
+    r: int = 8  # lora: rank
+    alpha: float = 16.0  # lora: scaling numerator (the update is scaled by alpha / r)
+    dropout: float = 0.0  # lora: dropout on the adapter's input
+    target_modules: Optional[list[str]] = None  # lora: module names (null: PEFT's default, T5: [q, v])
+    adapter: Optional[str] = None  # a saved adapter folder to load onto the base (set by `mto eval run=`)
 
 
 @dataclass

@@ -12,9 +12,12 @@ A template is two strings with placeholders, e.g. (masked prompting, the Filling
 - `{choices}` (multiple-choice QA) lists the options with their labels: `(A) bank (B) library (C) park`.
 - `{mask}` becomes a numbered sentinel: the i-th `{mask}` of the source is `<extra_id_i>`, and so is the
   i-th `{mask}` of the target (T5 span-corruption convention); BART's single `<mask>` where there is one.
+- `{soft:N}` (source only, `tuning=soft`) becomes N trained soft-prompt tokens, numbered on through the
+  source: `<soft_0> ... <soft_{N-1}>`, or one set per relation (see mto/tuning/soft.py).
 
 Placeholders are read with `string.Formatter().parse` and must be plain identifiers: no attribute or
-index access, no format specs, so a config string can never reach into Python objects.
+index access, no format specs (but `{soft:N}`'s count), so a config string can never reach into Python
+objects.
 """
 
 from __future__ import annotations
@@ -26,7 +29,8 @@ from dataclasses import dataclass, field
 
 from mto.errors import ConfigError
 
-SPECIAL_FIELDS = {"mask", "phrase"}
+SPECIAL_FIELDS = {"mask", "phrase", "soft"}
+SOFT = "soft"  # `{soft:N}`: N soft-prompt tokens; `Formatter().parse` reads it as field `soft`, spec `N`
 _SPACES = re.compile(r"\s+")
 
 
@@ -40,7 +44,10 @@ def placeholders(text: str, where: str) -> list[str]:
     for _, name, spec, conversion in parsed:
         if name is None:
             continue
-        if not name.isidentifier() or spec or conversion:
+        if name == SOFT and not conversion:
+            if not (spec.isdigit() and int(spec) > 0):
+                raise ConfigError(f"{where}: {{soft:N}} needs a positive token count N, e.g. {{soft:8}}")
+        elif not name.isidentifier() or spec or conversion:
             raise ConfigError(f"{where}: placeholder {{{name}}} must be a plain name like {{head}}")
         names.append(name)
     return names
@@ -55,12 +62,18 @@ def field_text(example: Mapping[str, object], name: str) -> str:
     return str(value)
 
 
+def soft_count(text: str) -> int:
+    """How many soft-prompt tokens the `{soft:N}` placeholders of `text` ask for in all."""
+    return sum(int(spec) for _, name, spec, _ in string.Formatter().parse(text) if name == SOFT and spec)
+
+
 def fill(text: str, values: Callable[[str], str]) -> str:
+    """`text` with each placeholder replaced by `values(name)` (`values("soft:N")` for `{soft:N}`)."""
     out = []
-    for literal, name, _, _ in string.Formatter().parse(text):
+    for literal, name, spec, _ in string.Formatter().parse(text):
         out.append(literal)
         if name is not None:
-            out.append(values(name))
+            out.append(values(f"{name}:{spec}" if name == SOFT else name))
     return _SPACES.sub(" ", "".join(out)).strip()
 
 
@@ -82,6 +95,8 @@ class Template:
             raise ConfigError(
                 f"template={self.name}: the target has {n_tgt} {{mask}} but the source only {n_src}"
             )
+        if SOFT in self.target_fields:
+            raise ConfigError(f"template={self.name}: {{soft:N}} belongs in the source, not the target")
 
     @classmethod
     def from_config(cls, cfg, phrases: Mapping[str, str]) -> Template:
@@ -96,6 +111,11 @@ class Template:
     @property
     def uses_mask(self) -> bool:
         return "mask" in self.source_fields
+
+    @property
+    def n_soft(self) -> int:
+        """Soft-prompt tokens the source places (`{soft:N}`), 0 without any."""
+        return soft_count(self.source)
 
     def required_fields(self) -> list[str]:
         """Example fields the template reads, in order of appearance (`{phrase}` needs the relation
@@ -125,8 +145,15 @@ class Template:
                     f"(no phrase for relation(s): {', '.join(missing)})"
                 )
 
-    def render(self, example: Mapping[str, object], sentinel: Callable[[int], str]) -> tuple[str, str]:
-        """The (source, target) of one example; `sentinel(i)` gives the i-th mask token."""
+    def render(
+        self,
+        example: Mapping[str, object],
+        sentinel: Callable[[int], str],
+        soft: Callable[[Mapping[str, object], int], str] | None = None,
+    ) -> tuple[str, str]:
+        """The (source, target) of one example; `sentinel(i)` gives the i-th mask token, `soft(example, i)`
+        the i-th soft-prompt token (default `<soft_i>`)."""
+        soft = soft or default_soft_token
         phrase_text = ""
         phrase_fields: list[str] = []
         if "phrase" in self.source_fields + self.target_fields:
@@ -141,10 +168,14 @@ class Template:
 
         def renderer() -> Callable[[str], str]:
             masks = iter(range(10_000))
+            softs = iter(range(10_000))
 
             def value(name: str) -> str:
                 if name == "mask":
                     return sentinel(next(masks))
+                if name.startswith(f"{SOFT}:"):
+                    n = int(name.split(":", 1)[1])
+                    return " ".join(soft(example, next(softs)) for _ in range(n))
                 if name == "phrase":
                     return phrase_text
                 if name in phrase_fields:  # the phrase already says it
@@ -179,8 +210,22 @@ class GroupedTemplate:
         for group, template in self.by_group.items():
             template.check(available, task, [group] if group in relations else [])
 
-    def render(self, example: Mapping[str, object], sentinel: Callable[[int], str]) -> tuple[str, str]:
-        return self.by_group[str(example["group"])].render(example, sentinel)
+    @property
+    def n_soft(self) -> int:
+        return max(t.n_soft for t in self.by_group.values())
+
+    def render(
+        self,
+        example: Mapping[str, object],
+        sentinel: Callable[[int], str],
+        soft: Callable[[Mapping[str, object], int], str] | None = None,
+    ) -> tuple[str, str]:
+        return self.by_group[str(example["group"])].render(example, sentinel, soft)
+
+
+def default_soft_token(example: Mapping[str, object], i: int) -> str:
+    """The i-th shared soft-prompt token: what a preview shows (the model's may be per relation)."""
+    return f"<soft_{i}>"
 
 
 def load_template(name: str, phrases: Mapping[str, str]) -> Template:

@@ -152,7 +152,10 @@ def make_optimizer(model: torch.nn.Module, cfg, steps: int):
     decay = [p for p in params if p.ndim >= 2]
     no_decay = [p for p in params if p.ndim < 2]
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    optimizer = torch.optim.AdamW(groups, lr=cfg.lr)
+    # Prompt and adapter methods (mto/tuning) train only their own parameters, usually with a much larger
+    # step than full fine-tuning: `tuning.lr`, which `apply_tuning` leaves on the model as `mto_lr`.
+    lr = getattr(model, "mto_lr", None) or cfg.lr
+    optimizer = torch.optim.AdamW(groups, lr=lr)
     warmup = int(cfg.warmup_steps)
     scheduler_kind = getattr(cfg.scheduler, "value", cfg.scheduler)
 
@@ -171,11 +174,12 @@ class Interrupted(Exception):
 
 
 class StopSignals:
-    """Turns SIGTERM and SIGUSR1 (sent by SLURM before preemption or the time limit) into a flag the
-    loop reads between steps, so a checkpoint is only ever taken of a consistent state. After the
-    checkpoint, the previous handler (e.g. submitit's, which requeues the job) gets the signal."""
+    """Turns SIGTERM, SIGUSR1 and SIGUSR2 (what SLURM sends before preemption or the time limit;
+    submitit asks SLURM for USR2) into a flag the loop reads between steps, so a checkpoint is only
+    ever taken of a consistent state. After the checkpoint, the previous handler (e.g. submitit's,
+    which requeues the job) gets the signal."""
 
-    SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+    SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
 
     def __init__(self) -> None:
         self.received: int | None = None

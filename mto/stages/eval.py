@@ -84,7 +84,6 @@ def evaluate(
     seconds = time.perf_counter() - start
     predictions = [decode_answer(ids, tokenizer) for ids in outputs]
     summary, per_example = SCORERS[task.metric](predictions, examples)
-    summary["examples_per_s"] = len(examples) / seconds
     lines = []
     for ex, (source, _), pred, scores in zip(examples, pairs, predictions, per_example, strict=True):
         lines.append(
@@ -101,15 +100,20 @@ def evaluate(
             )
         )
     atomic_write_text(out_dir / "predictions.jsonl", "\n".join(lines) + "\n")
+    # metrics.json holds only what the config and seed determine (no timings): reruns compare equal.
     atomic_write_json(out_dir / "metrics.json", {"split": cfg.eval.split, **summary})
+    summary["eval_examples_per_s"] = len(examples) / seconds
     summary["metric"] = task.metric
     show_metrics(summary, title=f"{template.name} on {cfg.data.name} ({cfg.eval.split})")
     return summary
 
 
 def headline(summary: dict) -> dict:
-    """The key figures of a metrics summary."""
-    return {k: summary[k] for k in HEADLINE[summary["metric"]]}
+    """The key figures of a metrics summary (and the decoding speed) for run.json."""
+    return {
+        **{k: summary[k] for k in HEADLINE[summary["metric"]]},
+        "eval_examples_per_s": summary["eval_examples_per_s"],
+    }
 
 
 def show_metrics(summary: dict, title: str) -> None:

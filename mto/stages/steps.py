@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 import mto.config  # noqa: F401  (registers the resolvers a worker needs before configs resolve)
-from mto import training
+from mto import training, tuning
 from mto.config import conf_dir
 from mto.errors import ConfigError, MtoError
 from mto.models import load_tokenizer_and_model, sentinel
@@ -131,8 +131,12 @@ def tokenizer_corpus(cfg: DictConfig, task: TaskData) -> list[str]:
 
 
 def get_model(cfg: DictConfig, task: TaskData | None):
-    corpus = (lambda: tokenizer_corpus(cfg, task)) if task is not None else None
-    tokenizer, model = load_tokenizer_and_model(cfg.model, corpus=corpus, seed=cfg.seed)
+    """(tokenizer, model) of `cfg.model`; with `cfg.tuning.adapter`, that base with the adapter on it."""
+    if cfg.tuning.get("adapter"):
+        tokenizer, model = tuning.load_tuned(cfg)
+    else:
+        corpus = (lambda: tokenizer_corpus(cfg, task)) if task is not None else None
+        tokenizer, model = load_tokenizer_and_model(cfg.model, corpus=corpus, seed=cfg.seed)
     model.to(training.device())
     n_params = sum(p.numel() for p in model.parameters())
     log.info("model %s: %.2fM parameters", cfg.model.name_or_path, n_params / 1e6)
@@ -167,16 +171,21 @@ def get_template(cfg: DictConfig, task: TaskData) -> Template | GroupedTemplate:
 
 
 def render(template: Template, examples: list[dict], tokenizer) -> list[tuple[str, str]]:
-    return [template.render(ex, lambda i: sentinel(tokenizer, i)) for ex in examples]
+    soft = tuning.soft.render_soft(tokenizer)  # `{soft:N}`: the soft tokens the tokenizer holds
+    return [template.render(ex, lambda i: sentinel(tokenizer, i), soft) for ex in examples]
 
 
 def save_model(model, tokenizer, path: Path) -> None:
-    """`save_pretrained` (safetensors) into a temporary folder, then rename: never half a model."""
+    """`save_pretrained` (safetensors) into a temporary folder, then rename: never half a model.
+    A tuned model (tuning != full) saves its adapter only (mto/tuning)."""
     path = Path(path)
     tmp = Path(tempfile.mkdtemp(prefix=".model-", dir=path.parent))
     try:
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
+        if tuning.is_tuned(model):
+            tuning.save_tuned(model, tokenizer, tmp)
+        else:
+            model.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
         if path.exists():
             shutil.rmtree(path)
         os.replace(tmp, path)
@@ -213,10 +222,14 @@ def inherit_from_run(cfg: DictConfig, run_dir: str) -> tuple[DictConfig, dict]:
     """`cfg` with the model of `run_dir` and, unless overridden here, its data and template settings."""
     info, run_cfg = load_run(run_dir)
     model_dir = Path(run_dir) / "model"
-    if not (model_dir / "config.json").is_file():
+    adapter = tuning.is_adapter_dir(model_dir)
+    if not adapter and not (model_dir / "config.json").is_file():
         raise ConfigError(f"run={run_dir}: has no model/ folder to evaluate")
     run_cfg = OmegaConf.to_container(run_cfg, resolve=True)
     user_set = overridden_keys()
     patch = {key: run_cfg[key] for key in (*INHERITED, "model") if key not in user_set and key in run_cfg}
-    patch.setdefault("model", {}).update(name_or_path=str(model_dir.resolve()), build=None)
+    if adapter:  # the run's base model (its `model` config) with the adapter it saved
+        patch.setdefault("tuning", {})["adapter"] = str(model_dir.resolve())
+    else:
+        patch.setdefault("model", {}).update(name_or_path=str(model_dir.resolve()), build=None)
     return OmegaConf.merge(cfg, patch), info

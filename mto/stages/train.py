@@ -10,7 +10,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from mto import training
+from mto import training, tuning
 from mto.runs import Run
 from mto.stages import steps
 from mto.stages.eval import evaluate, headline
@@ -32,6 +32,8 @@ def main(cfg: DictConfig) -> dict:
         run.record(data_fingerprint=task.fingerprint)
         tokenizer, model = steps.get_model(cfg, task)
         template = steps.get_template(cfg, task)
+        # tuning != full: the base frozen, the method's parameters added (soft: the tokenizer's soft tokens)
+        model, tokenizer = tuning.apply_tuning(model, tokenizer, cfg, template, task)
 
         pairs = steps.render(template, task.train, tokenizer)
         features = training.tokenize_pairs(
@@ -51,6 +53,7 @@ def main(cfg: DictConfig) -> dict:
             train_tokens_per_s=result.tokens_per_s,
             precision=precision,
             parameters=sum(p.numel() for p in model.parameters()),
+            **tuning.figures(model, out_dir / "model"),  # tuned: trainable share, adapter size
         )
         metrics: dict = {"train_loss": result.final_loss}
         if cfg.eval.after_train:

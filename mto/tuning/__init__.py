@@ -1,0 +1,238 @@
+"""What trains: `tuning=full|prompt|prefix|lora|soft` (conf/tuning/*.yaml).
+
+- `full`: every weight (the model is left as it is, saved whole with `save_pretrained`).
+- `prompt`, `prefix`, `lora`: the PEFT methods (`peft_methods.py`), saved the PEFT way.
+- `soft`: MTO soft prompts placed by the template's `{soft:N}` (`soft.py`).
+
+For every method but `full` the base model is frozen, and a run saves an *adapter* in `model/`: the
+method's own files (`adapter_config.json` + `adapter_model.safetensors`, or `soft_prompt.*`), the
+identity of its base (`mto_adapter.json`, see `base.py`) and, for a base built from scratch, its
+tokenizer. `mto eval run=<that run>` (`tuning.adapter`) loads the base named there, checks it is the
+one the adapter was trained on, and puts the adapter back on it.
+
+    model, tokenizer = apply_tuning(model, tokenizer, cfg, template, task)   # before training
+    save_tuned(model, tokenizer, folder)                                      # after
+    tokenizer, model = load_tuned(cfg)                                        # at eval
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mto.errors import ConfigError
+from mto.tuning import base as base_model
+from mto.tuning import peft_methods, soft
+
+log = logging.getLogger("mto")
+
+METHODS = ("full", "prompt", "prefix", "lora", "soft")
+METADATA = "mto_adapter.json"
+SOFT_TEMPLATES = "pre_prompt, post_prompt, masked_pre_prompt, masked_post_prompt"
+
+
+@dataclass
+class TuningState:
+    """What a tuned model carries besides its modules (left on it as `mto_tuning`)."""
+
+    method: str
+    settings: dict  # the `tuning` config of the run
+    base: dict  # the base model's identity (base.identity)
+    base_tokenizer: Any  # the tokenizer the base came with (no soft tokens)
+    extra: dict = field(default_factory=dict)  # method details (soft: token names, sizes)
+
+
+def value(x: Any) -> Any:
+    """An enum's value, anything else as is."""
+    return getattr(x, "value", x)
+
+
+def method_of(t: Any) -> str:
+    return str(value(getattr(t, "method", "full")))
+
+
+def validate(t: Any) -> None:
+    """Refuse settings no method could use, naming the key."""
+    method = method_of(t)
+    if method not in METHODS:
+        raise ConfigError(f"tuning.method={method}: expected one of {', '.join(METHODS)}")
+    if t.lr is not None and not t.lr > 0:
+        raise ConfigError(f"tuning.lr={t.lr}: expected a positive learning rate (or null: train.lr)")
+    if method in ("prompt", "prefix") and int(t.num_virtual_tokens) < 1:
+        raise ConfigError(f"tuning.num_virtual_tokens={t.num_virtual_tokens}: expected at least 1")
+    if method in ("prompt", "soft") and value(t.init) == "text" and not t.init_text:
+        raise ConfigError("tuning.init=text needs tuning.init_text (the words to start the prompt from)")
+    if t.encoder_hidden_size is not None and int(t.encoder_hidden_size) < 1:
+        raise ConfigError(f"tuning.encoder_hidden_size={t.encoder_hidden_size}: expected a positive size")
+    if method == "lora":
+        if int(t.r) < 1:
+            raise ConfigError(f"tuning.r={t.r}: the LoRA rank must be at least 1")
+        if not float(t.alpha) > 0:
+            raise ConfigError(f"tuning.alpha={t.alpha}: expected a positive LoRA alpha")
+        if not 0 <= float(t.dropout) < 1:
+            raise ConfigError(f"tuning.dropout={t.dropout}: expected a probability in [0, 1)")
+
+
+def _plain(t: Any) -> dict:
+    from omegaconf import DictConfig, OmegaConf
+
+    if isinstance(t, DictConfig):
+        return OmegaConf.to_container(t, resolve=True, enum_to_str=True)
+    return {k: value(v) for k, v in vars(t).items()}
+
+
+def _groups(task: Any) -> list[str]:
+    return sorted(
+        {str(ex.get("group", ex.get("relation"))) for s in (task.train, task.dev, task.test) for ex in s}
+    )
+
+
+def _relations(task: Any) -> list[str]:
+    return sorted({str(ex["relation"]) for ex in task.train if "relation" in ex})
+
+
+def _init_texts(t: Any, task: Any, phrases: dict[str, str]) -> list[str]:
+    """Texts a prompt shared by all relations starts from: `init_text`, or every relation's phrase."""
+    init = value(t.init)
+    if init == "text":
+        return [t.init_text]
+    if init == "phrase":
+        relations = _relations(task)
+        if not relations:
+            raise ConfigError(
+                f"tuning.init=phrase: task '{task.name}' has no relations; use init=vocab or text"
+            )
+        from mto.tuning.vectors import phrase_text
+
+        return [phrase_text(r, phrases) for r in relations]
+    return []
+
+
+def apply_tuning(model: Any, tokenizer: Any, cfg: Any, template: Any, task: Any) -> tuple[Any, Any]:
+    """`(model, tokenizer)` ready to train with `cfg.tuning`: unchanged for `full`; otherwise the base
+    frozen and the method's parameters added (the tokenizer gains soft tokens for `soft`)."""
+    t = cfg.tuning
+    method = method_of(t)
+    n_soft = getattr(template, "n_soft", 0)
+    if n_soft and method != "soft":
+        raise ConfigError(
+            f"template={template.name} places {{soft:N}} tokens, which only tuning=soft trains "
+            f"(tuning={method})"
+        )
+    if method == "full":
+        return model, tokenizer
+    if getattr(t, "adapter", None):
+        raise ConfigError(
+            f"tuning.adapter={t.adapter}: adapters are loaded to evaluate; training starts a new one"
+        )
+    validate(t)
+    if method == "soft" and not n_soft:
+        raise ConfigError(
+            f"tuning=soft needs a template with {{soft:N}} placeholders ({SOFT_TEMPLATES}), not "
+            f"template={template.name}"
+        )
+    base = base_model.identity(cfg.model, cfg.seed, model)
+    phrases = dict(cfg.phrases or {})
+    state = TuningState(method=method, settings=_plain(t), base=base, base_tokenizer=tokenizer)
+    if method == "soft":
+        model, tokenizer, state.extra = soft.apply(
+            model, tokenizer, t, n_soft, _groups(task), _relations(task), phrases, cfg.seed
+        )
+    else:
+        model = peft_methods.apply(model, tokenizer, t, method, _init_texts(t, task, phrases), cfg.seed)
+    model.mto_tuning = state
+    model.mto_lr = t.lr  # read by mto.training.make_optimizer
+    trainable, total = parameter_counts(model)
+    log.info(
+        "tuning=%s: %d of %d parameters train (%.4f%%), lr %s",
+        method,
+        trainable,
+        total,
+        100 * trainable / total,
+        t.lr if t.lr is not None else f"{cfg.train.lr} (train.lr)",
+    )
+    return model, tokenizer
+
+
+def is_tuned(model: Any) -> bool:
+    """Whether `model` carries an adapter (any method but `full`)."""
+    return isinstance(getattr(model, "mto_tuning", None), TuningState)
+
+
+def parameter_counts(model: Any) -> tuple[int, int]:
+    """(trainable, all) parameters; tied weights counted once."""
+    params = list(model.parameters())
+    return sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)
+
+
+def save_tuned(model: Any, tokenizer: Any, path: Path) -> None:
+    """Write the adapter of a tuned `model` into the folder `path` (never a copy of the base)."""
+    state: TuningState = model.mto_tuning
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    if state.method == "soft":
+        soft.save(model, path, state.extra)
+    else:
+        peft_methods.save(model, path, state.base["name_or_path"])
+    if state.base.get("build") is not None:
+        # A tokenizer trained offline exists nowhere else once the cache is cleared; the base model itself
+        # is rebuilt from `base.build` and `base.seed`.
+        state.base_tokenizer.save_pretrained(str(path))
+    trainable, total = parameter_counts(model)
+    meta = {
+        "method": state.method,
+        "tuning": state.settings,
+        "base": state.base,
+        "trainable_parameters": trainable,
+        "total_parameters": total,
+    }
+    (path / METADATA).write_text(json.dumps(meta, indent=1, default=str) + "\n")
+
+
+def is_adapter_dir(path: Path) -> bool:
+    return (Path(path) / METADATA).is_file()
+
+
+def read_metadata(path: Path) -> dict:
+    path = Path(path)
+    if not is_adapter_dir(path):
+        raise ConfigError(f"tuning.adapter={path}: not an adapter folder (no {METADATA})")
+    return json.loads((path / METADATA).read_text())
+
+
+def load_tuned(cfg: Any) -> tuple[Any, Any]:
+    """(tokenizer, model): the base named in the adapter folder `cfg.tuning.adapter`, with the adapter.
+
+    The base must be the model config of `cfg` (what `mto eval run=` inherits); another is refused."""
+    path = Path(cfg.tuning.adapter)
+    meta = read_metadata(path)
+    base = meta["base"]
+    base_model.check_same_base(base, cfg.model, path)
+    tokenizer, model = base_model.load_base(base, path, bool(getattr(cfg.model, "trust_remote_code", False)))
+    state = TuningState(method=meta["method"], settings=meta["tuning"], base=base, base_tokenizer=tokenizer)
+    if meta["method"] == "soft":
+        model, tokenizer, state.extra = soft.load(model, tokenizer, path)
+    else:
+        model = peft_methods.load(model, path)
+    model.mto_tuning = state
+    log.info("adapter %s (tuning=%s) on base model %s", path, meta["method"], base_model.describe(base))
+    return tokenizer, model
+
+
+def figures(model: Any, path: Path) -> dict:
+    """run.json figures of a tuned model saved in `path`: parameter counts, the adapter's size."""
+    if not is_tuned(model):
+        return {}
+    trainable, total = parameter_counts(model)
+    files = [f for f in Path(path).iterdir() if f.is_file()]
+    return {
+        "tuning": model.mto_tuning.method,
+        "trainable_parameters": trainable,
+        "total_parameters": total,
+        "trainable_share": trainable / total,
+        "adapter_bytes": sum(f.stat().st_size for f in files if f.suffix == ".safetensors"),
+        "adapter_folder_bytes": sum(f.stat().st_size for f in files),
+    }

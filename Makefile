@@ -12,7 +12,7 @@ TORCH_SPEC ?= torch==2.13.0
 TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 STAMP := $(VENV)/.install-stamp
 
-.PHONY: help install demo test test-all lint clean
+.PHONY: help install demo test test-extra test-all lint clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -33,6 +33,9 @@ demo: install ## train then evaluate on the embedded default (tiny T5, synthetic
 
 test: install ## run the test suite (what CI runs)
 	$(BIN)/python -m pytest -q -m "not slow and not slurm"
+
+test-extra: install ## the slow tests and the SLURM ones (a real local SLURM, root only; CI runs them too)
+	$(BIN)/python -m pytest -q -m "slow or slurm"
 
 test-all: install ## every test, slow and SLURM ones included
 	$(BIN)/python -m pytest -q

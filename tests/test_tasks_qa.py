@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from mto.errors import ConfigError, DataError
 from mto.metrics import score_choices, score_generation
 from mto.tasks import load_task
-from mto.tasks.text2text import Missing, lookup
+from mto.tasks.rows import Missing, lookup
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures"

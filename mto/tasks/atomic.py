@@ -161,7 +161,7 @@ def _relations_option(relations: Any) -> list[str] | None:
     return names
 
 
-def _n_train_option(n_train: Any) -> int | None:
+def n_train_option(n_train: Any) -> int | None:
     if n_train is None:
         return None
     if isinstance(n_train, bool) or not isinstance(n_train, int) or n_train < 1:
@@ -183,7 +183,7 @@ def load_atomic(
     repeated triples, then (train only) sample `n_train` heads per relation.
     """
     relations = _relations_option(relations)
-    n_train = _n_train_option(n_train)
+    n_train = n_train_option(n_train)
     drop_none = bool(drop_none)
     files = split_files(path)
     blobs = {split: file.read_bytes() for split, file in files.items()}

@@ -32,7 +32,8 @@ from typing import Any
 
 from mto.errors import ConfigError, DataError
 from mto.tasks import TaskData
-from mto.tasks.text2text import (
+from mto.tasks.atomic import n_train_option
+from mto.tasks.rows import (
     Missing,
     Row,
     eval_hint,
@@ -40,7 +41,6 @@ from mto.tasks.text2text import (
     get,
     load_rows,
     lookup,
-    n_train_option,
     plain,
     sample,
     task_fingerprint,

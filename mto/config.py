@@ -100,7 +100,7 @@ class ObjectiveConfig:
 class TuningMethod(str, Enum):
     full = "full"  # every weight trains
     prompt = "prompt"  # PEFT prompt tuning: virtual tokens prepended to the input
-    prefix = "prefix"  # PEFT prefix tuning: trained keys/values in front of every attention layer
+    prefix = "prefix"  # PEFT prefix tuning: trained keys/values in front of the decoder's self-attention
     lora = "lora"  # PEFT LoRA: low-rank updates of attention projections
     soft = "soft"  # MTO soft prompt: trained tokens placed by the template ({soft:N})
 

@@ -128,6 +128,77 @@ def collate(features: list[dict], pad_id: int) -> dict[str, torch.Tensor]:
     return {"input_ids": input_ids, "attention_mask": (input_ids != pad_id).long(), "labels": labels}
 
 
+# Bump when the way features are computed or stored changes: old cache entries are then ignored.
+FEATURES_VERSION = 1
+
+
+def tokenizer_fingerprint(tokenizer) -> str:
+    """What determines a tokenizer's output: its class, its full serialised state where it has one (the
+    `tokenizers` backend: vocabulary, scores/merges, normaliser, pre-tokeniser, post-processor with the
+    EOS, added tokens such as soft-prompt tokens), else its vocabulary, and the truncation side."""
+    import hashlib
+    import json
+
+    digest = hashlib.sha256(f"{type(tokenizer).__module__}.{type(tokenizer).__name__}".encode())
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        digest.update(backend.to_str().encode())
+    else:
+        digest.update(json.dumps(sorted(tokenizer.get_vocab().items())).encode())
+    extra = {
+        "special": {str(k): str(v) for k, v in getattr(tokenizer, "special_tokens_map", {}).items()},
+        "truncation_side": getattr(tokenizer, "truncation_side", "right"),
+    }
+    digest.update(json.dumps(extra, sort_keys=True).encode())
+    return digest.hexdigest()[:16]
+
+
+def pairs_fingerprint(pairs: list[tuple[str, str]]) -> str:
+    """sha256 of the (source, target) texts, length-prefixed so no two lists of pairs collide."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for source, target in pairs:
+        for text in (source, target):
+            data = text.encode("utf-8")
+            digest.update(len(data).to_bytes(8, "little"))
+            digest.update(data)
+    return digest.hexdigest()
+
+
+def cached_features(tokenizer, pairs: list[tuple[str, str]], max_source: int, max_target: int) -> list[dict]:
+    """`tokenize_pairs(...)`, computed once per (tokenizer, pairs, lengths) and then read from the project
+    cache (`<cache>/features/<key>/`: flat int32 ids and offsets as .npy, no pickle), so the jobs of a
+    sweep over the same data and template tokenise once."""
+    from mto.cache import cached_dir, fingerprint
+
+    key = fingerprint({
+        "tokenizer": tokenizer_fingerprint(tokenizer), "pairs": pairs_fingerprint(pairs),
+        "max_source": int(max_source), "max_target": int(max_target), "version": FEATURES_VERSION,
+    })  # fmt: skip
+
+    def build(folder: Path) -> None:
+        features = tokenize_pairs(tokenizer, pairs, max_source, max_target)
+        for name in ("input_ids", "labels"):
+            rows = [f[name] for f in features]
+            offsets = np.zeros(len(rows) + 1, dtype=np.int64)
+            np.cumsum([len(r) for r in rows], out=offsets[1:])
+            flat = np.fromiter((t for r in rows for t in r), dtype=np.int32, count=int(offsets[-1]))
+            np.save(folder / f"{name}.npy", flat)
+            np.save(folder / f"{name}.offsets.npy", offsets)
+
+    folder = cached_dir("features", key, build)
+    columns = {}
+    for name in ("input_ids", "labels"):
+        flat = np.load(folder / f"{name}.npy").tolist()
+        offsets = np.load(folder / f"{name}.offsets.npy").tolist()
+        columns[name] = [flat[a:b] for a, b in zip(offsets[:-1], offsets[1:], strict=True)]
+    if len(columns["input_ids"]) != len(pairs):
+        raise RuntimeError(f"cached features in {folder} do not match the {len(pairs)} pairs")
+    sources, targets = columns["input_ids"], columns["labels"]
+    return [{"input_ids": s, "labels": t} for s, t in zip(sources, targets, strict=True)]
+
+
 # ---------------------------------------------------------------- the loop
 @dataclass
 class TrainResult:

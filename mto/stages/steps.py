@@ -228,8 +228,9 @@ def inherit_from_run(cfg: DictConfig, run_dir: str) -> tuple[DictConfig, dict]:
     run_cfg = OmegaConf.to_container(run_cfg, resolve=True)
     user_set = overridden_keys()
     patch = {key: run_cfg[key] for key in (*INHERITED, "model") if key not in user_set and key in run_cfg}
-    if adapter:  # the run's base model (its `model` config) with the adapter it saved
+    if adapter:  # the base model the adapter names (as a full run's model/ folder, whatever `model=` says)
         patch.setdefault("tuning", {})["adapter"] = str(model_dir.resolve())
+        patch.setdefault("model", {}).update(tuning.base_model_config(model_dir))
     else:
         patch.setdefault("model", {}).update(name_or_path=str(model_dir.resolve()), build=None)
     return OmegaConf.merge(cfg, patch), info

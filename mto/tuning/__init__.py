@@ -203,6 +203,22 @@ def read_metadata(path: Path) -> dict:
     return json.loads((path / METADATA).read_text())
 
 
+def base_model_config(path: Path) -> dict:
+    """The `model` config keys of the base the adapter in `path` was trained on (for `mto eval run=`).
+
+    Taken from the adapter, not from the run's config: a run started from `adapt_run=` trained on that
+    run's model folder, which its composed config does not name."""
+    base = read_metadata(path)["base"]
+    keys = {
+        "name_or_path": base["name_or_path"],
+        "revision": base.get("revision"),
+        "build": base.get("build"),
+    }
+    if base.get("build") is not None:
+        keys["tokenizer_vocab_size"] = base["tokenizer_vocab_size"]
+    return keys
+
+
 def load_tuned(cfg: Any) -> tuple[Any, Any]:
     """(tokenizer, model): the base named in the adapter folder `cfg.tuning.adapter`, with the adapter.
 

@@ -8,6 +8,7 @@ the rebuilt or reloaded base (mto/tuning/base.py).
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from pathlib import Path
 from typing import Any
@@ -61,8 +62,7 @@ def apply(model: Any, tokenizer: Any, t: Any, method: str, init_texts: list[str]
     if method == "prefix" and config.prefix_projection and not config.encoder_hidden_size:
         config.encoder_hidden_size = model.config.d_model
     embeddings = model.get_input_embeddings()
-    with warnings.catch_warnings():  # peft 0.21 asks transformers 5 a deprecated question; nothing to act on
-        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing", category=FutureWarning)
+    with quiet():
         peft_model = get_peft_model(model, config)
     if method == "prompt":
         weight = peft_model.prompt_encoder["default"].embedding.weight
@@ -94,7 +94,17 @@ def load(model: Any, path: Path) -> Any:
     """The adapter in `path` on `model` (frozen, inference mode)."""
     from peft import PeftModel
 
-    return PeftModel.from_pretrained(model, str(path), is_trainable=False)
+    with quiet():
+        return PeftModel.from_pretrained(model, str(path), is_trainable=False)
+
+
+@contextlib.contextmanager
+def quiet():
+    """peft 0.21 asks transformers 5 a deprecated question (`is_gradient_checkpointing`): nothing for a
+    user to act on."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing", category=FutureWarning)
+        yield
 
 
 def _value(x: Any) -> str:

@@ -21,7 +21,11 @@ tokens, and an untied model gets random new output rows that differ between trai
 nor does it offer a reparameterisation encoder. Wrapping the encoder's embedding leaves the base's
 vocabulary, output layer and weights exactly as they were.
 
-Saved as `soft_prompt.safetensors` (the module's tensors) and `soft_prompt.json` (token names, sizes).
+Saved as `soft_prompt.safetensors` (the final token vectors) and `soft_prompt.json` (token names, sizes).
+As PEFT does for P-tuning, a reparameterisation encoder is a training device and is not saved: the file
+holds its output, which is what the model reads (a two-layer LSTM as wide as t5-base would be ~90 MB).
+The output is computed by the same float32 operations on the same shapes as in training, so the
+reloaded prompt is bitwise the one the model ended training with.
 """
 
 from __future__ import annotations
@@ -244,10 +248,12 @@ def apply(
 
 
 def save(model: Any, path: Path, settings: dict) -> None:
+    """The soft-token vectors (the encoder's output, when there is one) and the settings."""
     from safetensors.torch import save_file
 
-    tensors = {k: v.detach().to("cpu").contiguous() for k, v in soft_prompt(model).state_dict().items()}
-    save_file(tensors, str(path / WEIGHTS_FILE), metadata={"format": "pt"})
+    with torch.no_grad():
+        vectors = soft_prompt(model)().detach().to("cpu").contiguous()
+    save_file({"embedding": vectors}, str(path / WEIGHTS_FILE), metadata={"format": "pt"})
     (path / CONFIG_FILE).write_text(json.dumps(settings, indent=1) + "\n")
 
 
@@ -263,13 +269,8 @@ def load(model: Any, tokenizer: Any, path: Path) -> tuple[Any, Any, dict]:
             f"tuning.adapter={path}: the soft tokens get ids from {first_id}, but were trained at "
             f"{settings['first_id']}: the base tokenizer differs from the one the prompt was trained with"
         )
-    prompt = SoftPrompt(
-        len(settings["sets"]),
-        settings["n_tokens"],
-        settings["dim"],
-        settings["encoder"],
-        settings["encoder_hidden_size"],
-    )
+    # The saved vectors are final (see the module docstring): no encoder on top of them.
+    prompt = SoftPrompt(len(settings["sets"]), settings["n_tokens"], settings["dim"], "none")
     prompt.load_state_dict(load_file(str(path / WEIGHTS_FILE)))
     prompt.requires_grad_(False)
     install(model, prompt, first_id)

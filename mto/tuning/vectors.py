@@ -67,7 +67,10 @@ def initial_vectors(
         return embed(picked.to(device)).float()
     if init in ("phrase", "text"):
         if not texts:
-            raise ConfigError(f"tuning.init={init}: no text to initialise the prompt from")
+            raise ConfigError(
+                f"tuning.init={init}: no text to initialise the prompt from (no relations or no "
+                "tuning.init_text); use tuning.init=vocab or uniform"
+            )
         rows = [embed(torch.tensor(text_token_ids(tokenizer, t, n), device=device)).float() for t in texts]
         return torch.stack(rows).mean(dim=0)
     raise ConfigError(f"tuning.init={init}: expected one of phrase, text, vocab, uniform")

@@ -162,6 +162,7 @@ class EvalConfig:
     num_beams: int = 1  # greedy by default
     max_new_tokens: int = 24
     max_examples: Optional[int] = None  # evaluate on the first N examples only
+    extra_splits: list[str] = field(default_factory=list)  # also score these (metrics_<split>.json)
 
 
 class AdaptSource(str, Enum):
@@ -176,7 +177,7 @@ class AdaptConfig:
 
     source: AdaptSource = AdaptSource.task
     files: list[str] = field(default_factory=list)  # raw text files, one document per line
-    include_test_heads: bool = False  # also dev/test facts (a knowledge-probing setting; off by default)
+    include_test_heads: bool = False  # also the test heads' facts (knowledge probing); dev stays held out
     relations: Optional[list[str]] = None  # only these relations' records (all when null)
     n_examples: Optional[int] = None  # at most this many records / documents, sampled with the seed
 

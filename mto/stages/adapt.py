@@ -5,7 +5,8 @@
     mto adapt objective=auto match_run=<mto match run>   # per relation, as `mto match` decided
 
 The material comes from the task's training pool (never from dev/test heads unless
-`adapt.include_test_heads=true`) and/or raw text files (one document per line). A tiny model
+`adapt.include_test_heads=true`, which adds the test heads' facts and never the dev heads')
+and/or raw text files (one document per line). A tiny model
 (`model.build`) starts from scratch; any other model continues from its checkpoint. The adapted model is
 saved in `model/`; `mto train adapt_run=<this run>` starts from it and records the lineage.
 """
@@ -47,9 +48,10 @@ def adaptation_material(cfg: DictConfig, task: TaskData) -> Material:
     source = getattr(cfg.adapt.source, "value", cfg.adapt.source)
     if source in ("task", "both"):
         pool = list(task.train)
-        if cfg.adapt.include_test_heads:  # dev/test records hold all tails of a query: one per tail here
-            held_out = task.dev + task.test
-            pool += [{**ex, "tail": tail} for ex in held_out for tail in ex.get("tails", [ex["tail"]])]
+        if cfg.adapt.include_test_heads:
+            # Knowledge probing: the text states the test heads' facts, which fine-tuning never sees.
+            # Dev heads stay out, as the control group whose facts the model cannot have read.
+            pool += [{**ex, "tail": tail} for ex in task.test for tail in ex.get("tails", [ex["tail"]])]
         if cfg.adapt.relations:
             keep = set(cfg.adapt.relations)
             pool = [ex for ex in pool if ex.get("relation") in keep]

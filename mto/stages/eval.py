@@ -46,34 +46,58 @@ def generate(
     outputs: list[list[int]] = [[] for _ in sources]
     pad = tokenizer.pad_token_id
     model.eval()
+    greedy = cfg.num_beams == 1 and training.supports_greedy_generate(model)
     with training.progress_bar() as progress, torch.inference_mode():
         task = progress.add_task("eval", total=len(sources), info="")
         for start in range(0, len(order), cfg.batch_size):
             idx = order[start : start + cfg.batch_size]
             batch = training.collate([{"input_ids": encoded[i], "labels": [pad]} for i in idx], pad)
             with training.autocast(precision, dev):
-                out = model.generate(
-                    input_ids=batch["input_ids"].to(dev),
-                    attention_mask=batch["attention_mask"].to(dev),
-                    num_beams=cfg.num_beams,
-                    do_sample=False,
-                    max_new_tokens=cfg.max_new_tokens,
-                    repetition_penalty=1.0,
-                    length_penalty=1.0,
-                    no_repeat_ngram_size=0,
-                )
+                if greedy:  # same tokens as model.generate, less work per step (see greedy_generate)
+                    out = training.greedy_generate(
+                        model, batch["input_ids"].to(dev), batch["attention_mask"].to(dev), cfg.max_new_tokens
+                    )
+                else:
+                    out = model.generate(
+                        input_ids=batch["input_ids"].to(dev),
+                        attention_mask=batch["attention_mask"].to(dev),
+                        num_beams=cfg.num_beams,
+                        do_sample=False,
+                        max_new_tokens=cfg.max_new_tokens,
+                        repetition_penalty=1.0,
+                        length_penalty=1.0,
+                        no_repeat_ngram_size=0,
+                    ).tolist()
             for row, i in enumerate(idx):
-                outputs[i] = out[row].tolist()
+                outputs[i] = out[row]
             progress.advance(task, len(idx))
     return outputs
 
 
-def evaluate(
-    model, tokenizer, task, template: Template, cfg: DictConfig, out_dir: Path, precision: str
+def evaluate_all(
+    model, tokenizer, task, template, cfg: DictConfig, out_dir: Path, precision: str, run
 ) -> dict:
-    """Score the task's `eval.split`; write predictions.jsonl and metrics.json into `out_dir`; return the
-    metrics (generation: exact match, ROUGE-L, BLEU, distinct; choice: accuracy, unmatched share)."""
-    examples = task.split(cfg.eval.split)
+    """`eval.split` (metrics.json, predictions.jsonl), then each of `eval.extra_splits`
+    (metrics_<split>.json, predictions_<split>.jsonl, figures prefixed `<split>_` in run.json)."""
+    metrics = evaluate(model, tokenizer, task, template, cfg, out_dir, precision)
+    run.figures(**headline(metrics))
+    for split in cfg.eval.extra_splits:
+        extra = evaluate(model, tokenizer, task, template, cfg, out_dir, precision, split=split)
+        run.figures(**{f"{split}_{k}": v for k, v in headline(extra).items()})
+        metrics.update({f"{split}_{k}": v for k, v in headline(extra).items()})
+    return metrics
+
+
+def evaluate(
+    model, tokenizer, task, template: Template, cfg: DictConfig, out_dir: Path, precision: str,
+    split: str | None = None,
+) -> dict:  # fmt: skip
+    """Score one split (default `eval.split`); write predictions.jsonl and metrics.json (suffixed with
+    the split's name when it is not `eval.split`) into `out_dir`; return the metrics (generation: exact
+    match, ROUGE-L, BLEU, distinct; choice: accuracy, unmatched share)."""
+    split = split or cfg.eval.split
+    suffix = "" if split == cfg.eval.split else f"_{split}"
+    examples = task.split(split)
     if cfg.eval.max_examples:
         examples = examples[: cfg.eval.max_examples]
     pairs = steps.render(template, examples, tokenizer)
@@ -99,12 +123,12 @@ def evaluate(
                 ensure_ascii=False,
             )
         )
-    atomic_write_text(out_dir / "predictions.jsonl", "\n".join(lines) + "\n")
+    atomic_write_text(out_dir / f"predictions{suffix}.jsonl", "\n".join(lines) + "\n")
     # metrics.json holds only what the config and seed determine (no timings): reruns compare equal.
-    atomic_write_json(out_dir / "metrics.json", {"split": cfg.eval.split, **summary})
+    atomic_write_json(out_dir / f"metrics{suffix}.json", {"split": split, **summary})
     summary["eval_examples_per_s"] = len(examples) / seconds
     summary["metric"] = task.metric
-    show_metrics(summary, title=f"{template.name} on {cfg.data.name} ({cfg.eval.split})")
+    show_metrics(summary, title=f"{template.name} on {cfg.data.name} ({split})")
     return summary
 
 
@@ -145,6 +169,5 @@ def main(cfg: DictConfig) -> dict:
         run.record(data_fingerprint=task.fingerprint)
         tokenizer, model = steps.get_model(cfg, task)
         template = steps.get_template(cfg, task)
-        metrics = evaluate(model, tokenizer, task, template, cfg, out_dir, precision)
-        run.figures(**headline(metrics))
+        metrics = evaluate_all(model, tokenizer, task, template, cfg, out_dir, precision, run)
     return metrics

@@ -13,7 +13,7 @@ from omegaconf import DictConfig
 from mto import training, tuning
 from mto.runs import Run
 from mto.stages import steps
-from mto.stages.eval import evaluate, headline
+from mto.stages.eval import evaluate_all
 
 log = logging.getLogger("mto")
 
@@ -57,7 +57,5 @@ def main(cfg: DictConfig) -> dict:
         )
         metrics: dict = {"train_loss": result.final_loss}
         if cfg.eval.after_train:
-            scores = evaluate(model, tokenizer, task, template, cfg, out_dir, precision)
-            run.figures(**headline(scores))
-            metrics.update(scores)
+            metrics.update(evaluate_all(model, tokenizer, task, template, cfg, out_dir, precision, run))
     return metrics

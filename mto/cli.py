@@ -130,25 +130,30 @@ for _name, _config, _module, _help in STAGES:
 
 @app.command("report")
 def report_command(
-    args: list[str] = typer.Argument(..., help="Run or sweep directories, then by=a,b metric=m out=dir"),
+    args: list[str] = typer.Argument(
+        ..., help="Run or sweep directories, then by=a,b metric=m lines=k out=dir"
+    ),
 ) -> None:
     """Gather runs into one table (mean +- std over seeds), CSV, Markdown and PNG plots."""
     from mto.stages.report import report
 
-    options = {"by": None, "metric": "rougeL", "out": None}
+    options = {"by": None, "metric": "rougeL", "out": None, "lines": None}
     paths = []
     for arg in args:
         key, sep, value = arg.partition("=")
         if sep and key in options:
             options[key] = value
         elif sep and not Path(arg).exists():
-            typer.echo(f"mto report: error: unknown option {key!r} (expected by=, metric=, out=)", err=True)
+            typer.echo(
+                f"mto report: error: unknown option {key!r} (expected by=, metric=, lines=, out=)", err=True
+            )
             raise typer.Exit(2)
         else:
             paths.append(arg)
     by = [k for k in options["by"].split(",") if k] if options["by"] else None
+    lines = [k for k in options["lines"].split(",") if k] if options["lines"] else None
     try:
-        report(paths, by=by, metric=options["metric"], out=options["out"])
+        report(paths, by=by, metric=options["metric"], out=options["out"], lines=lines)
     except MtoError as err:
         typer.echo(f"mto report: error: {err}", err=True)
         raise typer.Exit(2) from None

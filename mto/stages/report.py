@@ -5,7 +5,8 @@
 It reads each run's own `run.json`, `metrics.json` and `.hydra/config.yaml`, so it works on a sweep that
 is still running (unfinished runs are listed apart, with failed ones). A `skipped` job (its completed
 twin made it unnecessary) counts through its twin, once. Config keys are dotted paths; `template` is
-short for `template.name`, `model` for `model.name_or_path`, `data` for `data.name`.
+short for `template.name`, `model` for `model.name_or_path`, `data` for `data.name`; `lineage.*` and
+`figures.*` keys read run.json (`adaptation` is `lineage.adapt_objective`: how the model was adapted).
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ from mto.errors import MtoError
 from mto.runs import RUN_FILE, read_json
 
 SHORT_KEYS = {"template": "template.name", "model": "model.name_or_path", "data": "data.name",
-              "objective": "objective.name", "tuning": "tuning.method"}  # fmt: skip
+              "objective": "objective.name", "tuning": "tuning.method",
+              "adaptation": "lineage.adapt_objective"}  # fmt: skip
 DEFAULT_BY = ("stage", "data.name", "model.name_or_path", "template.name", "data.n_train")
 
 
@@ -36,10 +38,15 @@ class RunRecord:
     status: str
     config: dict
     metrics: dict = field(default_factory=dict)
+    info: dict = field(default_factory=dict)  # run.json
 
     def value(self, key: str):
+        """A config key (dotted), or a run.json field for `lineage.*` / `figures.*` keys."""
         if key == "stage":
             return self.config.get("stage")
+        if key.startswith(("lineage.", "figures.")):
+            section, _, name = key.partition(".")
+            return self.info.get(section, {}).get(name)
         node = OmegaConf.create(self.config)
         return OmegaConf.select(node, key, default=None, throw_on_resolution_failure=False)
 
@@ -66,7 +73,7 @@ def load_record(run_dir: Path) -> RunRecord:
         metrics = read_json(source / "metrics.json")
         metrics.update({k: v for k, v in read_json(source / RUN_FILE).get("figures", {}).items()
                         if k not in metrics and isinstance(v, (int, float))})  # fmt: skip
-    return RunRecord(path=source.resolve(), status=status, config=config, metrics=metrics)
+    return RunRecord(path=source.resolve(), status=status, config=config, metrics=metrics, info=info)
 
 
 def gather(paths: list[str]) -> tuple[list[RunRecord], list[RunRecord]]:
@@ -123,8 +130,9 @@ def _x(value) -> float:
     return math.inf if value is None else float(value)
 
 
-def plot_fewshot(records: list[RunRecord], metric: str, path: Path) -> bool:
-    """`metric` against the few-shot size (data.n_train; full data at the right), one line per template."""
+def plot_fewshot(records: list[RunRecord], metric: str, path: Path, lines_by: list[str]) -> bool:
+    """`metric` against the few-shot size (data.n_train; full data at the right), one line per value of
+    the `lines_by` keys (the template by default)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -134,7 +142,8 @@ def plot_fewshot(records: list[RunRecord], metric: str, path: Path) -> bool:
     for r in records:
         if isinstance(r.metrics.get(metric), (int, float)):
             x = _x(r.value("data.n_train"))
-            lines.setdefault(str(r.value("template.name")), {}).setdefault(x, []).append(r.metrics[metric])
+            name = " / ".join(str(r.value(k)) for k in lines_by)
+            lines.setdefault(name, {}).setdefault(x, []).append(r.metrics[metric])
     if not lines:
         return False
     finite = sorted({x for pts in lines.values() for x in pts if x != math.inf})
@@ -150,7 +159,7 @@ def plot_fewshot(records: list[RunRecord], metric: str, path: Path) -> bool:
         ax.set_xscale("log")
     ax.set_xlabel("training heads per relation (data.n_train; rightmost: full data)")
     ax.set_ylabel(metric)
-    ax.legend(title="template")
+    ax.legend(title=" / ".join(lines_by), fontsize="small")
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -189,10 +198,13 @@ def plot_relations(records: list[RunRecord], path: Path) -> bool:
 
 
 def report(
-    paths: list[str], by: list[str] | None = None, metric: str = "rougeL", out: str | None = None
-) -> Path:
-    """Write report.csv, report.md and the plots into `out` (default outputs/report/<date>/<time>)."""
+    paths: list[str], by: list[str] | None = None, metric: str = "rougeL", out: str | None = None,
+    lines: list[str] | None = None,
+) -> Path:  # fmt: skip
+    """Write report.csv, report.md and the plots into `out` (default outputs/report/<date>/<time>);
+    `lines` are the keys whose values make the lines of the few-shot plot (default: the template)."""
     by = [SHORT_KEYS.get(k, k) for k in (by or DEFAULT_BY)]
+    lines = [SHORT_KEYS.get(k, k) for k in (lines or ["template"])]
     records, other = gather(paths)
     if not records and not other:
         raise MtoError(f"report: no run directories under {', '.join(paths)}")
@@ -207,7 +219,7 @@ def report(
     (out_dir / "report.csv").write_text(to_csv(rows, by, metric))
     (out_dir / "report.md").write_text(to_markdown(rows, by, metric, other))
     plots = []
-    if plot_fewshot(records, metric, out_dir / f"{metric}_vs_fewshot.png"):
+    if plot_fewshot(records, metric, out_dir / f"{metric}_vs_fewshot.png", lines):
         plots.append(f"{metric}_vs_fewshot.png")
     if plot_relations(records, out_dir / "rougeL_per_relation.png"):
         plots.append("rougeL_per_relation.png")

@@ -214,7 +214,9 @@ def start_from_adapt_run(cfg: DictConfig) -> tuple[DictConfig, dict]:
     if not (model_dir / "config.json").is_file():
         raise ConfigError(f"adapt_run={cfg.adapt_run}: has no model/ folder")
     cfg = OmegaConf.merge(cfg, {"model": {"name_or_path": str(model_dir.resolve()), "build": None}})
-    lineage = {"adapt_run": str(Path(cfg.adapt_run).resolve()), **info.get("lineage", {})}
+    objective = (info.get("figures", {}).get("objective") or {}).get("name")
+    lineage = {"adapt_run": str(Path(cfg.adapt_run).resolve()), "adapt_objective": objective,
+               **info.get("lineage", {})}  # fmt: skip
     return cfg, lineage
 
 

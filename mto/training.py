@@ -104,14 +104,30 @@ def tokenize_pairs(tokenizer, pairs: list[tuple[str, str]], max_source: int, max
 
 def length_grouped_batches(features: list[dict], batch_size: int, rng: random.Random) -> list[list[int]]:
     """One epoch of batches: shuffled, then sorted by length within windows of 50 batches so each
-    batch pads little, then the batches shuffled again (as `group_by_length` does in transformers)."""
+    batch pads little, then the batches shuffled again (as `group_by_length` does in transformers).
+
+    Both sides pad, so each window is sorted by (source, target) length and by (target, source) length,
+    and the order that pads fewer tokens is kept: on ATOMIC-2020 (short sources, long-tailed targets)
+    sorting by source alone leaves about 35% of a batch's model FLOPs on padding, the better of the two
+    orders about 10%, random batches about 50%."""
+    src = [len(f["input_ids"]) for f in features]
+    tgt = [len(f["labels"]) for f in features]
     order = list(range(len(features)))
     rng.shuffle(order)
     window = batch_size * 50
+
+    def split(chunk: list[int]) -> list[list[int]]:
+        return [chunk[j : j + batch_size] for j in range(0, len(chunk), batch_size)]
+
+    def padded(batches: list[list[int]]) -> int:
+        return sum(len(b) * (max(src[i] for i in b) + max(tgt[i] for i in b)) for b in batches)
+
     batches = []
     for start in range(0, len(order), window):
-        chunk = sorted(order[start : start + window], key=lambda i: -len(features[i]["input_ids"]))
-        batches.extend(chunk[j : j + batch_size] for j in range(0, len(chunk), batch_size))
+        chunk = order[start : start + window]
+        by_source = split(sorted(chunk, key=lambda i: (-src[i], -tgt[i])))
+        by_target = split(sorted(chunk, key=lambda i: (-tgt[i], -src[i])))
+        batches.extend(by_target if padded(by_target) < padded(by_source) else by_source)
     rng.shuffle(batches)
     return batches
 
@@ -425,3 +441,80 @@ def train_model(
         examples_per_s=n_examples / seconds,
         tokens_per_s=n_tokens / seconds,
     )
+
+
+# ---------------------------------------------------------------- decoding
+# Generation settings that add a logits processor or stopping rule to greedy decoding in `generate()`:
+# with any of them set, `greedy_generate` would differ, so callers fall back to `model.generate`.
+_GREEDY_CHANGERS = (
+    "forced_bos_token_id", "forced_eos_token_id", "bad_words_ids", "suppress_tokens",
+    "begin_suppress_tokens", "sequence_bias", "min_new_tokens", "encoder_no_repeat_ngram_size",
+    "exponential_decay_length_penalty", "stop_strings", "guidance_scale", "watermarking_config",
+)  # fmt: skip
+
+
+def supports_greedy_generate(model) -> bool:
+    """Whether `greedy_generate` gives what `model.generate(num_beams=1, do_sample=False)` gives: a plain
+    T5 (not wrapped by PEFT) whose generation config adds nothing to argmax decoding."""
+    from transformers import T5ForConditionalGeneration
+
+    if not isinstance(model, T5ForConditionalGeneration):
+        return False
+    gen = model.generation_config
+    if any(getattr(gen, name, None) not in (None, [], {}) for name in _GREEDY_CHANGERS):
+        return False
+    if (getattr(gen, "min_length", 0) or 0) > 0:
+        return False
+    return getattr(gen, "encoder_repetition_penalty", None) in (None, 1.0)
+
+
+@torch.inference_mode()
+def greedy_generate(
+    model, input_ids: torch.Tensor, attention_mask: torch.Tensor, max_new_tokens: int
+) -> list[list[int]]:
+    """Greedy decoding of an encoder-decoder model, as `model.generate(num_beams=1, do_sample=False,
+    max_new_tokens=...)` does it, with less work per step: no logits processors or stopping-criteria
+    objects, and rows that have emitted EOS leave the batch (their encoder states, mask and key/value
+    cache rows are dropped once an eighth of the batch has finished), so a batch no longer runs at the
+    pace of its longest output. Returns per row [decoder start, tokens..., EOS] (no trailing padding)."""
+    gen = model.generation_config
+    start = gen.decoder_start_token_id
+    if start is None:
+        start = model.config.decoder_start_token_id
+    eos = gen.eos_token_id if gen.eos_token_id is not None else model.config.eos_token_id
+    eos_ids = set(eos if isinstance(eos, (list, tuple)) else [eos])
+    n = input_ids.shape[0]
+    sequences = [[start] for _ in range(n)]
+    rows = list(range(n))  # batch position -> example
+    finished = [False] * n  # per batch position
+    hidden = model.get_encoder()(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+    mask = attention_mask
+    tokens = torch.full((n, 1), start, dtype=torch.long, device=input_ids.device)
+    past = None
+    for _ in range(max_new_tokens):
+        out = model(
+            encoder_outputs=(hidden,),
+            attention_mask=mask,
+            decoder_input_ids=tokens,
+            past_key_values=past,
+            use_cache=True,
+        )
+        past = out.past_key_values
+        next_tokens = out.logits[:, -1, :].argmax(-1)
+        n_done = 0
+        for pos, token in enumerate(next_tokens.tolist()):
+            if not finished[pos]:
+                sequences[rows[pos]].append(token)
+                finished[pos] = token in eos_ids
+            n_done += finished[pos]
+        if n_done == len(rows):
+            break
+        if n_done and (n_done * 8 >= len(rows) and hasattr(past, "reorder_cache")):
+            keep = [pos for pos in range(len(rows)) if not finished[pos]]
+            index = torch.tensor(keep, device=hidden.device)
+            hidden, mask, next_tokens = hidden[index], mask[index], next_tokens[index]
+            past.reorder_cache(index)
+            rows = [rows[pos] for pos in keep]
+            finished = [False] * len(rows)
+        tokens = next_tokens[:, None]
+    return sequences

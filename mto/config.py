@@ -180,6 +180,9 @@ class AdaptConfig:
     include_test_heads: bool = False  # also the test heads' facts (knowledge probing); dev stays held out
     relations: Optional[list[str]] = None  # only these relations' records (all when null)
     n_examples: Optional[int] = None  # at most this many records / documents, sampled with the seed
+    # Draw the objective's random choices (span masks, prefix-LM cuts, mixed routing by rate) afresh each
+    # epoch, as T5's on-the-fly pipeline does; false: once, the same masks every epoch.
+    resample: bool = True
 
 
 @dataclass

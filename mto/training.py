@@ -16,6 +16,7 @@ import signal
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -166,16 +167,19 @@ def pairs_fingerprint(pairs: list[tuple[str, str]]) -> str:
     return digest.hexdigest()
 
 
-def cached_features(tokenizer, pairs: list[tuple[str, str]], max_source: int, max_target: int) -> list[dict]:
+def cached_features(
+    tokenizer, pairs: list[tuple[str, str]], max_source: int, max_target: int
+) -> tuple[list[dict], bool]:
     """`tokenize_pairs(...)`, computed once per (tokenizer, pairs, lengths) and then read from the project
     cache (`<cache>/features/<key>/`: flat int32 ids and offsets as .npy, no pickle), so the jobs of a
-    sweep over the same data and template tokenise once."""
-    from mto.cache import cached_dir, fingerprint
+    sweep over the same data and template tokenise once. Returns (features, whether the cache had them)."""
+    from mto.cache import cache_dir, cached_dir, fingerprint
 
     key = fingerprint({
         "tokenizer": tokenizer_fingerprint(tokenizer), "pairs": pairs_fingerprint(pairs),
         "max_source": int(max_source), "max_target": int(max_target), "version": FEATURES_VERSION,
     })  # fmt: skip
+    hit = (cache_dir() / "features" / key).is_dir()
 
     def build(folder: Path) -> None:
         features = tokenize_pairs(tokenizer, pairs, max_source, max_target)
@@ -190,13 +194,14 @@ def cached_features(tokenizer, pairs: list[tuple[str, str]], max_source: int, ma
     folder = cached_dir("features", key, build)
     columns = {}
     for name in ("input_ids", "labels"):
-        flat = np.load(folder / f"{name}.npy").tolist()
-        offsets = np.load(folder / f"{name}.offsets.npy").tolist()
+        flat = np.load(folder / f"{name}.npy", allow_pickle=False).tolist()
+        offsets = np.load(folder / f"{name}.offsets.npy", allow_pickle=False).tolist()
         columns[name] = [flat[a:b] for a, b in zip(offsets[:-1], offsets[1:], strict=True)]
     if len(columns["input_ids"]) != len(pairs):
         raise RuntimeError(f"cached features in {folder} do not match the {len(pairs)} pairs")
     sources, targets = columns["input_ids"], columns["labels"]
-    return [{"input_ids": s, "labels": t} for s, t in zip(sources, targets, strict=True)]
+    log.info("%s %d tokenised examples (%s)", "read" if hit else "cached", len(pairs), folder)
+    return [{"input_ids": s, "labels": t} for s, t in zip(sources, targets, strict=True)], hit
 
 
 # ---------------------------------------------------------------- the loop
@@ -355,8 +360,14 @@ def train_model(
     seed: int,
     description: str = "train",
     checkpoint: Checkpoint | None = None,
+    resample: Callable[[int], list[dict]] | None = None,
 ) -> TrainResult:
     """Train `model` in place on `features` for the configured number of steps.
+
+    With `resample`, epoch e >= 1 trains on `resample(e)` instead of `features` (epoch 0): an objective's
+    random choices (span-corruption masks, prefix-LM cuts) are drawn afresh each pass over the data, as
+    T5's on-the-fly pipeline does, instead of the same masks being memorised epoch after epoch.
+    `resample(e)` must be deterministic in e, so a resumed run rebuilds the features it was training on.
 
     With `checkpoint`, the loop resumes from it when one exists, saves one every `checkpoint.every`
     steps, and on SIGTERM/SIGUSR1 saves one and stops (`Interrupted`). A resumed run ends with the same
@@ -373,15 +384,20 @@ def train_model(
     batches: list[list[int]] = []
     recent: list[float] = []
     first_step = n_examples = n_tokens = 0
+    epoch = -1  # the epoch `batches` belong to
     if checkpoint is not None and checkpoint.exists():
         state = checkpoint.load(model, optimizer, scheduler)
         first_step, batches, recent = state["step"], state["batches"], state["recent"]
+        epoch = int(state.get("epoch", 0))
         _set_rng_state(rng, state["sampler_rng"])
+        if resample is not None and epoch >= 1:
+            features = resample(epoch)
         log.info("resuming %s from the checkpoint at step %d", description, first_step)
 
     def save(step: int) -> None:
         checkpoint.save(model, optimizer, scheduler, {
-            "step": step, "batches": batches, "recent": recent, "sampler_rng": _rng_state(rng),
+            "step": step, "epoch": epoch, "batches": batches, "recent": recent,
+            "sampler_rng": _rng_state(rng),
         })  # fmt: skip
 
     start = time.perf_counter()
@@ -389,6 +405,9 @@ def train_model(
         task = progress.add_task(description, total=steps, completed=first_step, info="")
         for step in range(first_step, steps):
             if not batches:
+                epoch += 1
+                if resample is not None and epoch >= 1:
+                    features = resample(epoch)
                 batches = length_grouped_batches(features, cfg.batch_size, rng)
             batch_ids = batches.pop()
             batch = {k: v.to(dev) for k, v in collate([features[i] for i in batch_ids], pad_id).items()}

@@ -242,7 +242,7 @@ def prepare(name: str, spec: dict, work: Path, eval_examples: int | None) -> dic
         with tempfile.TemporaryDirectory(prefix="mto-bench-cache-") as tmp, env(MTO_CACHE_DIR=tmp):
             for run in ("first", "second"):
                 t0 = time.perf_counter()
-                cached = training.cached_features(tokenizer, train_pairs, max_src, max_tgt)
+                cached, _ = training.cached_features(tokenizer, train_pairs, max_src, max_tgt)
                 cache[f"cached_{run}_s"] = time.perf_counter() - t0
                 assert cached == features, "cached features differ from tokenize_pairs"
 
@@ -269,10 +269,14 @@ def prepare(name: str, spec: dict, work: Path, eval_examples: int | None) -> dic
         "mean_target_tokens": tgt_tokens / len(features),
         "cache": cache,
         "train_cfg": {
-            "batch_size": int(cfg.train.batch_size), "lr": float(cfg.train.lr),
-            "warmup_steps": int(cfg.train.warmup_steps), "max_source_length": int(max_src),
-            "max_target_length": int(max_tgt), "eval_batch_size": int(cfg.eval.batch_size),
-            "max_new_tokens": int(cfg.eval.max_new_tokens), "log_every": int(cfg.train.log_every),
+            "batch_size": int(cfg.train.batch_size),
+            "lr": float(cfg.train.lr),
+            "warmup_steps": int(cfg.train.warmup_steps),
+            "max_source_length": int(max_src),
+            "max_target_length": int(max_tgt),
+            "eval_batch_size": int(cfg.eval.batch_size),
+            "max_new_tokens": int(cfg.eval.max_new_tokens),
+            "log_every": int(cfg.train.log_every),
         },  # fmt: skip
     }
 
@@ -364,7 +368,8 @@ def run_contender(prep: dict, work: Path, steps: int, extra: list[str], timeout:
     )  # fmt: skip
     evaluation = run_process(
         [*mto_exe(), "eval", f"run={train_dir}", *extra, f"hydra.run.dir={eval_dir}"],
-        work / "mto-eval.log", timeout,
+        work / "mto-eval.log",
+        timeout,
     )
     fig = json.loads((train_dir / "run.json").read_text())["figures"]
     efig = json.loads((eval_dir / "run.json").read_text())["figures"]
@@ -610,7 +615,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, default=None, help="keep the runs here (default: a temp dir)")
     parser.add_argument("--timeout", type=float, default=1800, help="seconds per subprocess")
     parser.add_argument(
-        "--quiet", type=float, default=0.0, metavar="CORES",
+        "--quiet",
+        type=float,
+        default=0.0,
+        metavar="CORES",
         help="before each process, wait until other processes use fewer than CORES cores (0: do not wait)",
     )
     parser.add_argument("--max-wait", type=float, default=600, help="seconds to wait for --quiet each time")

@@ -85,6 +85,10 @@ def test_same_config_and_seed_give_same_metrics(trained: Path, tmp_path: Path):
     )
     for key in ("exact_match", "rougeL", "bleu", "distinct"):
         assert first[key] == second[key], key
+    # The second run read the first one's tokenised features from the cache instead of tokenising.
+    figures = read_json(again / "run.json")["figures"]
+    assert figures["train_features_cached"] is True
+    assert f"read {figures['train_examples']} tokenised examples" in (again / "train.log").read_text()
 
 
 def test_multirun_sweep_with_flag_after_overrides(tmp_path: Path):

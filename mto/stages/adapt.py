@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import random
+from collections.abc import Callable
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -77,6 +78,18 @@ def auto_objective(cfg: DictConfig) -> DictConfig:
     return OmegaConf.create({"name": "mixed", "by_group": dict(decisions), "default": FILLING})
 
 
+def epoch_features(objective, material: Material, tokenizer, seed: int) -> Callable[[int], list[dict]]:
+    """The objective's features for each epoch: epoch 0 drawn with the run's seed, epoch e with a seed of
+    its own, so span masks, prefix-LM cuts and mixed routing are fresh each pass (T5 corrupts on the fly)
+    and the same again when a resumed run rebuilds them."""
+
+    def features(epoch: int) -> list[dict]:
+        rng = random.Random(seed if epoch == 0 else f"{seed}/epoch{epoch}")
+        return objective.features(material, tokenizer, rng)
+
+    return features
+
+
 @steps.stage_main
 def main(cfg: DictConfig) -> dict:
     out_dir = steps.job_dir()
@@ -90,7 +103,8 @@ def main(cfg: DictConfig) -> dict:
         objective = get_objective(objective_cfg)
         material = adaptation_material(cfg, task)
         tokenizer, model = steps.get_model(cfg, task)
-        features = objective.features(material, tokenizer, random.Random(cfg.seed))
+        features_of = epoch_features(objective, material, tokenizer, cfg.seed)
+        features = features_of(0)
         if not features:
             raise DataError(f"adapt: objective {objective.name} made no training examples from the material")
         log.info(
@@ -102,8 +116,9 @@ def main(cfg: DictConfig) -> dict:
         )
         checkpoint = steps.checkpoint_for(cfg)
         result = training.train_model(
-            model, tokenizer, features, cfg.train, precision, cfg.seed, "adapt", checkpoint=checkpoint
-        )
+            model, tokenizer, features, cfg.train, precision, cfg.seed, "adapt",
+            checkpoint=checkpoint, resample=features_of if cfg.adapt.resample else None,
+        )  # fmt: skip
         steps.save_model(model, tokenizer, out_dir / "model")
         steps.drop_checkpoint(cfg, checkpoint)
         run.figures(

@@ -36,7 +36,7 @@ def main(cfg: DictConfig) -> dict:
         model, tokenizer = tuning.apply_tuning(model, tokenizer, cfg, template, task)
 
         pairs = steps.render(template, task.train, tokenizer)
-        features = training.tokenize_pairs(
+        features, cached = training.cached_features(
             tokenizer, pairs, cfg.train.max_source_length, cfg.train.max_target_length
         )
         checkpoint = steps.checkpoint_for(cfg)
@@ -49,6 +49,7 @@ def main(cfg: DictConfig) -> dict:
             train_loss=result.final_loss,
             train_steps=result.steps,
             train_examples=len(features),
+            train_features_cached=cached,  # tokenised by an earlier run over the same data and template
             train_seconds=result.seconds,
             train_tokens_per_s=result.tokens_per_s,
             precision=precision,

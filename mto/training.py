@@ -104,17 +104,46 @@ def tokenize_pairs(tokenizer, pairs: list[tuple[str, str]], max_source: int, max
 
 
 def length_grouped_batches(features: list[dict], batch_size: int, rng: random.Random) -> list[list[int]]:
-    """One epoch of batches: shuffled, then sorted by length within windows of 50 batches so each
-    batch pads little, then the batches shuffled again (as `group_by_length` does in transformers)."""
+    """One epoch of batches: shuffled, then sorted by length within windows of 50 batches so each batch
+    pads little, then the batches shuffled again (the mega-batches of `group_by_length` in transformers).
+
+    transformers sorts by the input length only; a seq2seq batch pads its targets too, and on short-target
+    tasks (ATOMIC tails) most padding is in the targets. So the sort key is (source, target) length or
+    (target, source) length, whichever pads fewer tokens over this epoch's windows.
+    """
     order = list(range(len(features)))
     rng.shuffle(order)
     window = batch_size * 50
-    batches = []
-    for start in range(0, len(order), window):
-        chunk = sorted(order[start : start + window], key=lambda i: -len(features[i]["input_ids"]))
-        batches.extend(chunk[j : j + batch_size] for j in range(0, len(chunk), batch_size))
+    src = [len(f["input_ids"]) for f in features]
+    tgt = [len(f["labels"]) for f in features]
+
+    def batches_by(first: list[int], second: list[int]) -> list[list[int]]:
+        out = []
+        for start in range(0, len(order), window):
+            chunk = sorted(order[start : start + window], key=lambda i: (-first[i], -second[i]))
+            out.extend(chunk[j : j + batch_size] for j in range(0, len(chunk), batch_size))
+        return out
+
+    def padded(batches: list[list[int]]) -> int:
+        return sum(len(b) * (max(src[i] for i in b) + max(tgt[i] for i in b)) for b in batches)
+
+    batches = min(batches_by(src, tgt), batches_by(tgt, src), key=padded)
     rng.shuffle(batches)
     return batches
+
+
+def random_batches(n: int, batch_size: int, rng: random.Random) -> list[list[int]]:
+    """One epoch of uniformly random batches (the Trainer's random sampler; the last may be short)."""
+    order = list(range(n))
+    rng.shuffle(order)
+    return [order[j : j + batch_size] for j in range(0, n, batch_size)][::-1]
+
+
+def epoch_batches(features: list[dict], batch_size: int, rng: random.Random, group_by_length: bool):
+    """One epoch of batches, in the order the loop pops them (from the end)."""
+    if group_by_length:
+        return length_grouped_batches(features, batch_size, rng)
+    return random_batches(len(features), batch_size, rng)
 
 
 def collate(features: list[dict], pad_id: int) -> dict[str, torch.Tensor]:
@@ -231,7 +260,9 @@ def make_optimizer(model: torch.nn.Module, cfg, steps: int):
     # Prompt and adapter methods (mto/tuning) train only their own parameters, usually with a much larger
     # step than full fine-tuning: `tuning.lr`, which `apply_tuning` leaves on the model as `mto_lr`.
     lr = getattr(model, "mto_lr", None) or cfg.lr
-    optimizer = torch.optim.AdamW(groups, lr=lr)
+    # Fused AdamW (one kernel for all tensors; what the Trainer uses by default too) where torch has it.
+    fused = next(iter(params)).device.type in ("cpu", "cuda") if params else False
+    optimizer = torch.optim.AdamW(groups, lr=lr, fused=fused)
     warmup = int(cfg.warmup_steps)
     scheduler_kind = getattr(cfg.scheduler, "value", cfg.scheduler)
 
@@ -408,7 +439,7 @@ def train_model(
                 epoch += 1
                 if resample is not None and epoch >= 1:
                     features = resample(epoch)
-                batches = length_grouped_batches(features, cfg.batch_size, rng)
+                batches = epoch_batches(features, cfg.batch_size, rng, getattr(cfg, "group_by_length", False))
             batch_ids = batches.pop()
             batch = {k: v.to(dev) for k, v in collate([features[i] for i in batch_ids], pad_id).items()}
             with autocast(precision, dev):

@@ -98,6 +98,23 @@ def test_length_grouped_batches_cover_each_example_once_with_little_padding(worl
     assert again == batches and training.length_grouped_batches(features, 16, random.Random(1)) != batches
 
 
+def test_default_batches_are_uniformly_random_and_grouping_is_opt_in(world):
+    _, tokenizer, _, pairs = world
+    features = training.tokenize_pairs(tokenizer, pairs, 64, 32)
+    assert make_cfg().train.group_by_length is False
+    plain = training.epoch_batches(features, 16, random.Random(0), group_by_length=False)
+    assert sorted(i for b in plain for i in b) == list(range(len(features)))
+    assert [len(b) for b in plain[1:]] == [16] * (len(plain) - 1)  # the short batch is popped last
+    grouped = training.epoch_batches(features, 16, random.Random(0), group_by_length=True)
+    assert grouped == training.length_grouped_batches(features, 16, random.Random(0))
+
+    def spread(groups):  # mean within-batch range of source lengths
+        lengths = [[len(features[i]["input_ids"]) for i in b] for b in groups]
+        return sum(max(x) - min(x) for x in lengths) / len(lengths)
+
+    assert spread(grouped) < spread(plain) / 3
+
+
 # ------------------------------------------------------------------------------ resampling per epoch
 def span_corruption_setup(world):
     task, tokenizer, _, _ = world

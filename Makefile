@@ -12,7 +12,7 @@ TORCH_SPEC ?= torch==2.13.0
 TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 STAMP := $(VENV)/.install-stamp
 
-.PHONY: help install demo test test-extra test-all lint clean bench
+.PHONY: help install demo test test-extra test-all lint clean bench mini-mto
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -42,6 +42,9 @@ test-all: install ## every test, slow and SLURM ones included
 
 bench: install ## speed vs a plain Seq2SeqTrainer script, quick version (< 10 min): outputs/bench/<date>/report.md
 	$(BIN)/python scripts/bench_train.py --quick
+
+mini-mto: install ## the miniature MTO experiment (about 26 min): outputs/mini_mto/<date>_<time>/report/
+	bash scripts/mini_mto.sh
 
 lint: install ## ruff over the code and tests
 	$(BIN)/ruff check mto tests scripts

@@ -202,15 +202,17 @@ def cached_features(
     """`tokenize_pairs(...)`, computed once per (tokenizer, pairs, lengths) and then read from the project
     cache (`<cache>/features/<key>/`: flat int32 ids and offsets as .npy, no pickle), so the jobs of a
     sweep over the same data and template tokenise once. Returns (features, whether the cache had them)."""
-    from mto.cache import cache_dir, cached_dir, fingerprint
+    from mto.cache import cached_dir, fingerprint
 
     key = fingerprint({
         "tokenizer": tokenizer_fingerprint(tokenizer), "pairs": pairs_fingerprint(pairs),
         "max_source": int(max_source), "max_target": int(max_target), "version": FEATURES_VERSION,
     })  # fmt: skip
-    hit = (cache_dir() / "features" / key).is_dir()
+    built = False
 
     def build(folder: Path) -> None:
+        nonlocal built
+        built = True
         features = tokenize_pairs(tokenizer, pairs, max_source, max_target)
         for name in ("input_ids", "labels"):
             rows = [f[name] for f in features]
@@ -229,8 +231,8 @@ def cached_features(
     if len(columns["input_ids"]) != len(pairs):
         raise RuntimeError(f"cached features in {folder} do not match the {len(pairs)} pairs")
     sources, targets = columns["input_ids"], columns["labels"]
-    log.info("%s %d tokenised examples (%s)", "read" if hit else "cached", len(pairs), folder)
-    return [{"input_ids": s, "labels": t} for s, t in zip(sources, targets, strict=True)], hit
+    log.info("%s %d tokenised examples (%s)", "cached" if built else "read", len(pairs), folder)
+    return [{"input_ids": s, "labels": t} for s, t in zip(sources, targets, strict=True)], not built
 
 
 # ---------------------------------------------------------------- the loop
@@ -261,7 +263,7 @@ def make_optimizer(model: torch.nn.Module, cfg, steps: int):
     # step than full fine-tuning: `tuning.lr`, which `apply_tuning` leaves on the model as `mto_lr`.
     lr = getattr(model, "mto_lr", None) or cfg.lr
     # Fused AdamW (one kernel for all tensors; what the Trainer uses by default too) where torch has it.
-    fused = next(iter(params)).device.type in ("cpu", "cuda") if params else False
+    fused = bool(params) and params[0].device.type in ("cpu", "cuda")
     optimizer = torch.optim.AdamW(groups, lr=lr, fused=fused)
     warmup = int(cfg.warmup_steps)
     scheduler_kind = getattr(cfg.scheduler, "value", cfg.scheduler)
@@ -412,6 +414,11 @@ def train_model(
     optimizer, scheduler = make_optimizer(model, cfg, steps)
     rng = random.Random(seed)
     pad_id = tokenizer.pad_token_id
+    first_features = features
+
+    def features_of(epoch: int) -> list[dict]:
+        return resample(epoch) if resample is not None and epoch >= 1 else first_features
+
     batches: list[list[int]] = []
     recent: list[float] = []
     first_step = n_examples = n_tokens = 0
@@ -421,8 +428,7 @@ def train_model(
         first_step, batches, recent = state["step"], state["batches"], state["recent"]
         epoch = int(state.get("epoch", 0))
         _set_rng_state(rng, state["sampler_rng"])
-        if resample is not None and epoch >= 1:
-            features = resample(epoch)
+        features = features_of(epoch)
         log.info("resuming %s from the checkpoint at step %d", description, first_step)
 
     def save(step: int) -> None:
@@ -437,9 +443,8 @@ def train_model(
         for step in range(first_step, steps):
             if not batches:
                 epoch += 1
-                if resample is not None and epoch >= 1:
-                    features = resample(epoch)
-                batches = epoch_batches(features, cfg.batch_size, rng, getattr(cfg, "group_by_length", False))
+                features = features_of(epoch)
+                batches = epoch_batches(features, cfg.batch_size, rng, cfg.group_by_length)
             batch_ids = batches.pop()
             batch = {k: v.to(dev) for k, v in collate([features[i] for i in batch_ids], pad_id).items()}
             with autocast(precision, dev):
@@ -543,7 +548,7 @@ def greedy_generate(
             n_done += finished[pos]
         if n_done == len(rows):
             break
-        if n_done and (n_done * 8 >= len(rows) and hasattr(past, "reorder_cache")):
+        if n_done * 8 >= len(rows) and hasattr(past, "reorder_cache"):
             keep = [pos for pos in range(len(rows)) if not finished[pos]]
             index = torch.tensor(keep, device=hidden.device)
             hidden, mask, next_tokens = hidden[index], mask[index], next_tokens[index]

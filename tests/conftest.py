@@ -37,6 +37,34 @@ def _isolated_cache(cache_dir, monkeypatch):
     monkeypatch.setenv("MTO_CACHE_DIR", str(cache_dir))
 
 
+# The synthetic world and tiny model at their smallest, on one thread, in fp32: for in-process tests.
+TINY_WORLD = ["data.n_heads=60", "threads=1", "precision=fp32"]
+
+
+def compose_train(*overrides: str):
+    """The `train` config composed with Hydra (TINY_WORLD, then `overrides`), as the CLI would compose it."""
+    from hydra import compose, initialize_config_dir
+
+    from mto.config import conf_dir
+
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base=None):
+        return compose(config_name="train", overrides=[*TINY_WORLD, *overrides])
+
+
+@pytest.fixture(scope="module")
+def tiny_world(cache_dir):
+    """(task, tokenizer, model): the synthetic task and the tiny T5 built from scratch (seed 42), built once
+    per test module and shared read-only (tests that train deep-copy the model)."""
+    from mto import training
+    from mto.stages import steps
+
+    cfg = compose_train()
+    training.set_threads(1)
+    task = steps.get_task(cfg)
+    tokenizer, model = steps.get_model(cfg, task)
+    return task, tokenizer, model
+
+
 def mto(*args: str, cwd: Path, check: bool = True, timeout: int = 600) -> subprocess.CompletedProcess:
     """Run the real `mto` command line (console script of the installed package) in `cwd`."""
     exe = Path(sys.executable).with_name("mto")

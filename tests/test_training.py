@@ -12,38 +12,26 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
+from conftest import compose_train
 
 from mto import training
-from mto.config import conf_dir
 from mto.objectives import Material, get_objective
 from mto.objectives.filling import merge_back, sentinel_ids
 from mto.stages import steps
 from mto.stages.adapt import epoch_features
 
-WORLD = ["data.n_heads=60", "threads=1", "precision=fp32"]
-
-
-def make_cfg(*overrides: str):
-    with initialize_config_dir(config_dir=str(conf_dir()), version_base=None):
-        return compose(config_name="train", overrides=[*WORLD, *overrides])
-
 
 @pytest.fixture(scope="module")
-def world():
-    """The synthetic task, the tiny model built from scratch (seed 42) and its tokenizer, read-only."""
-    cfg = make_cfg()
-    training.set_threads(1)
-    task = steps.get_task(cfg)
-    tokenizer, model = steps.get_model(cfg, task)
-    template = steps.get_template(cfg, task)
-    pairs = steps.render(template, task.train, tokenizer)
+def world(tiny_world):
+    """The tiny world with its training pairs rendered by the default template."""
+    task, tokenizer, model = tiny_world
+    pairs = steps.render(steps.get_template(compose_train(), task), task.train, tokenizer)
     return task, tokenizer, model, pairs
 
 
 def train_cfg(**changes) -> SimpleNamespace:
     base = dict(steps=12, epochs=None, batch_size=8, lr=1e-3, weight_decay=0.0, warmup_steps=0,
-                scheduler="linear", grad_clip=1.0, log_every=4)  # fmt: skip
+                scheduler="linear", grad_clip=1.0, log_every=4, group_by_length=False)  # fmt: skip
     return SimpleNamespace(**{**base, **changes})
 
 
@@ -101,7 +89,7 @@ def test_length_grouped_batches_cover_each_example_once_with_little_padding(worl
 def test_default_batches_are_uniformly_random_and_grouping_is_opt_in(world):
     _, tokenizer, _, pairs = world
     features = training.tokenize_pairs(tokenizer, pairs, 64, 32)
-    assert make_cfg().train.group_by_length is False
+    assert compose_train().train.group_by_length is False
     plain = training.epoch_batches(features, 16, random.Random(0), group_by_length=False)
     assert sorted(i for b in plain for i in b) == list(range(len(features)))
     assert [len(b) for b in plain[1:]] == [16] * (len(plain) - 1)  # the short batch is popped last
@@ -119,7 +107,7 @@ def test_default_batches_are_uniformly_random_and_grouping_is_opt_in(world):
 def span_corruption_setup(world):
     task, tokenizer, _, _ = world
     objective = get_objective(SimpleNamespace(name="span_corruption", input_length=32))
-    phrases = dict(make_cfg().phrases)
+    phrases = dict(compose_train().phrases)
     material = Material(records=list(task.train)[:300], phrases=phrases)
     return objective, material, tokenizer
 

@@ -11,12 +11,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import SMALL, mto, read_json, run_dirs
-from hydra import compose, initialize_config_dir
+from conftest import SMALL, compose_train, mto, read_json, run_dirs
 from omegaconf import OmegaConf
 
 from mto import training, tuning
-from mto.config import conf_dir
 from mto.errors import ConfigError
 from mto.models import sentinel
 from mto.stages import steps
@@ -26,28 +24,12 @@ from mto.tuning import soft
 from mto.tuning.vectors import initial_vectors
 
 D_MODEL, N_TOKENS = 128, 8  # conf/model/tiny.yaml; the soft templates' {soft:8} and num_virtual_tokens
-WORLD = ["data.n_heads=60", "threads=1", "precision=fp32"]
 TRIPLE = {
     "head": "PersonX buys a ticket",
     "relation": "xIntent",
     "tail": "to see a movie",
     "group": "xIntent",
 }
-
-
-def make_cfg(*overrides: str):
-    with initialize_config_dir(config_dir=str(conf_dir()), version_base=None):
-        return compose(config_name="train", overrides=[*WORLD, *overrides])
-
-
-@pytest.fixture(scope="module")
-def world():
-    """The synthetic task and the tiny base model built from scratch (seed 42), shared read-only."""
-    cfg = make_cfg()
-    training.set_threads(1)
-    task = steps.get_task(cfg)
-    tokenizer, model = steps.get_model(cfg, task)
-    return task, tokenizer, model
 
 
 def base_parameters(model) -> int:
@@ -91,10 +73,10 @@ CASES = {
 
 
 @pytest.mark.parametrize("case", list(CASES))
-def test_method_trains_only_its_parameters_and_reloads_exactly(world, case, tmp_path):
+def test_method_trains_only_its_parameters_and_reloads_exactly(tiny_world, case, tmp_path):
     overrides, expected_trainable = CASES[case]
-    task, base_tokenizer, built = world
-    cfg = make_cfg(*overrides, "train.steps=6", "train.warmup_steps=0", "train.batch_size=8")
+    task, base_tokenizer, built = tiny_world
+    cfg = compose_train(*overrides, "train.steps=6", "train.warmup_steps=0", "train.batch_size=8")
     model = copy.deepcopy(built)
     # The methods wrap the base's modules in place: its parameters stay the same objects (by id).
     frozen = {id(p): p.detach().clone() for p in model.parameters()}
@@ -151,9 +133,9 @@ def test_method_trains_only_its_parameters_and_reloads_exactly(world, case, tmp_
         assert torch.equal(model.generate(**kwargs), loaded.generate(**kwargs))
 
 
-def test_rebuilt_base_is_bitwise_the_one_trained_on(world, tmp_path):
-    _, tokenizer, built = world
-    cfg = make_cfg()
+def test_rebuilt_base_is_bitwise_the_one_trained_on(tiny_world, tmp_path):
+    _, tokenizer, built = tiny_world
+    cfg = compose_train()
     record = base_model.identity(cfg.model, cfg.seed, built)
     assert record["seed"] == 42 and record["build"]["d_model"] == D_MODEL and record["weights"]
     tokenizer.save_pretrained(str(tmp_path))
@@ -167,10 +149,10 @@ def test_rebuilt_base_is_bitwise_the_one_trained_on(world, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def lora_adapter(world, tmp_path_factory) -> Path:
+def lora_adapter(tiny_world, tmp_path_factory) -> Path:
     """An (untrained) LoRA adapter of the tiny base, saved."""
-    task, tokenizer, built = world
-    cfg = make_cfg("tuning=lora")
+    task, tokenizer, built = tiny_world
+    cfg = compose_train("tuning=lora")
     model, tokenizer = tuning.apply_tuning(
         copy.deepcopy(built), tokenizer, cfg, steps.get_template(cfg, task), task
     )
@@ -180,7 +162,7 @@ def lora_adapter(world, tmp_path_factory) -> Path:
 
 
 def test_adapter_for_another_base_is_refused(lora_adapter):
-    cfg = make_cfg("tuning=lora", "model.build.d_model=64", f"tuning.adapter={lora_adapter}")
+    cfg = compose_train("tuning=lora", "model.build.d_model=64", f"tuning.adapter={lora_adapter}")
     with pytest.raises(ConfigError) as err:
         steps.get_model(cfg, None)
     message = str(err.value)
@@ -197,7 +179,7 @@ def test_base_that_cannot_be_found_is_refused(lora_adapter, tmp_path):
     meta = json.loads((moved / tuning.METADATA).read_text())
     meta["base"].update(name_or_path=str(tmp_path / "gone" / "t5"), build=None, tokenizer_vocab_size=None)
     (moved / tuning.METADATA).write_text(json.dumps(meta))
-    cfg = make_cfg("tuning=lora", f"model.name_or_path={tmp_path / 'gone' / 't5'}", "model.build=null")
+    cfg = compose_train("tuning=lora", f"model.name_or_path={tmp_path / 'gone' / 't5'}", "model.build=null")
     cfg = OmegaConf.merge(cfg, {"tuning": {"adapter": str(moved)}})
     with pytest.raises(ConfigError) as err:
         steps.get_model(cfg, None)
@@ -206,15 +188,15 @@ def test_base_that_cannot_be_found_is_refused(lora_adapter, tmp_path):
     assert f"'{tmp_path / 'gone' / 't5'}'" in message and "cannot be loaded" in message
 
 
-def test_template_and_method_must_agree(world):
-    task, tokenizer, built = world
+def test_template_and_method_must_agree(tiny_world):
+    task, tokenizer, built = tiny_world
     for overrides, expected in [
         (["tuning=lora", "template=pre_prompt"], "places {soft:N} tokens, which only tuning=soft trains"),
         (["tuning=soft", "template=masked_prompting"], "tuning=soft needs a template with {soft:N}"),
         (["tuning=prompt", "tuning.init=text"], "tuning.init=text needs tuning.init_text"),
         (["tuning=lora", "tuning.dropout=1.5"], "tuning.dropout=1.5"),
     ]:
-        cfg = make_cfg(*overrides)
+        cfg = compose_train(*overrides)
         with pytest.raises(ConfigError, match=expected.replace("{", r"\{").replace("}", r"\}")):
             tuning.apply_tuning(built, tokenizer, cfg, steps.get_template(cfg, task), task)
     assert not any(hasattr(m, "lora_A") for m in built.modules())
@@ -235,8 +217,8 @@ def ids_of(tokenizer, text: str) -> list[int]:
     ],
 )
 @pytest.mark.parametrize("per_relation", [False, True])
-def test_soft_tokens_land_where_the_template_puts_them(world, name, source, per_relation):
-    _, base_tokenizer, _ = world
+def test_soft_tokens_land_where_the_template_puts_them(tiny_world, name, source, per_relation):
+    _, base_tokenizer, _ = tiny_world
     tokenizer = copy.deepcopy(base_tokenizer)
     sets = soft.token_sets(N_TOKENS, ["xIntent", "xNeed"] if per_relation else None)
     first = soft.add_soft_tokens(tokenizer, sets)
@@ -270,8 +252,8 @@ def test_soft_placeholder_syntax():
     assert two.render(TRIPLE, str)[0] == "<soft_0> <soft_1> PersonX buys a ticket <soft_2> <soft_3>"
 
 
-def test_soft_template_without_a_soft_prompt_is_refused(world):
-    _, tokenizer, _ = world
+def test_soft_template_without_a_soft_prompt_is_refused(tiny_world):
+    _, tokenizer, _ = tiny_world
     template = load_template("pre_prompt", {"xIntent": "because PersonX intended"})
     with pytest.raises(ConfigError, match="train with tuning=soft"):
         steps.render(template, [TRIPLE], tokenizer)
@@ -302,8 +284,8 @@ def test_cli_eval_of_an_adapter_run_reproduces_its_predictions(tmp_path, overrid
 
 
 # ---------------------------------------------------------------- initialisation
-def test_prompt_initialisations(world):
-    task, tokenizer, built = world
+def test_prompt_initialisations(tiny_world):
+    task, tokenizer, built = tiny_world
     embed = built.get_input_embeddings()
     phrase = ids_of(tokenizer, "because PersonX intended")
     cycled = (phrase * N_TOKENS)[:N_TOKENS]
@@ -327,11 +309,13 @@ def test_prompt_initialisations(world):
         assert uniform.shape == (N_TOKENS, D_MODEL) and uniform.abs().max() <= 0.5 and uniform.std() > 0.2
 
     # PEFT prompt tuning starts from tuning.init_text's words; a soft prompt per relation from its phrase.
-    cfg = make_cfg("tuning=prompt", "tuning.init=text", "tuning.init_text='because PersonX intended'")
+    cfg = compose_train("tuning=prompt", "tuning.init=text", "tuning.init_text='because PersonX intended'")
     model, _ = tuning.apply_tuning(copy.deepcopy(built), tokenizer, cfg, steps.get_template(cfg, task), task)
     with torch.no_grad():
         assert torch.equal(model.prompt_encoder["default"].embedding.weight, embed(torch.tensor(cycled)))
-    cfg = make_cfg("tuning=soft", "template=pre_prompt", "tuning.per_relation=true", "tuning.init=phrase")
+    cfg = compose_train(
+        "tuning=soft", "template=pre_prompt", "tuning.per_relation=true", "tuning.init=phrase"
+    )
     model, run_tokenizer = tuning.apply_tuning(
         copy.deepcopy(built), tokenizer, cfg, steps.get_template(cfg, task), task
     )

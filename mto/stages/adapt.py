@@ -81,11 +81,19 @@ def auto_objective(cfg: DictConfig) -> DictConfig:
 def epoch_features(objective, material: Material, tokenizer, seed: int) -> Callable[[int], list[dict]]:
     """The objective's features for each epoch: epoch 0 drawn with the run's seed, epoch e with a seed of
     its own, so span masks, prefix-LM cuts and mixed routing are fresh each pass (T5 corrupts on the fly)
-    and the same again when a resumed run rebuilds them."""
+    and the same again when a resumed run rebuilds them. An objective that draws no random numbers
+    (mapping, tail filling) gives the same features every epoch: those are computed once."""
+    fixed: list[list[dict]] = []
 
     def features(epoch: int) -> list[dict]:
+        if fixed:
+            return fixed[0]
         rng = random.Random(seed if epoch == 0 else f"{seed}/epoch{epoch}")
-        return objective.features(material, tokenizer, rng)
+        before = rng.getstate()
+        result = objective.features(material, tokenizer, rng)
+        if rng.getstate() == before:
+            fixed.append(result)
+        return result
 
     return features
 

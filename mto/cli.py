@@ -50,6 +50,8 @@ def run_hydra(config_name: str, task_function: Callable, argv: list[str]) -> Non
     # Errors come back to us instead of Hydra's traceback printer: ours are one line.
     os.environ["HYDRA_FULL_ERROR"] = "1"
     try:
+        if args.cfg and not args.multirun:
+            validate(config_name, args.overrides)
         _run_hydra(
             args=args,
             args_parser=parser,
@@ -73,6 +75,16 @@ def run_hydra(config_name: str, task_function: Callable, argv: list[str]) -> Non
         lines = " / ".join(line.strip() for line in str(err).strip().splitlines() if line.strip())
         typer.echo(f"mto {config_name}: the scheduler refused the jobs: {lines}", err=True)
         raise typer.Exit(2) from None
+
+
+def validate(config_name: str, overrides: list[str]) -> None:
+    """Compose the config as the stage would and check every value (`--cfg` prints only what passes)."""
+    from hydra import compose, initialize_config_dir
+
+    from mto.config import conf_dir, typed
+
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base=None):
+        typed(compose(config_name=config_name, overrides=overrides))
 
 
 def resume_overrides(overrides: list[str]) -> list[str]:

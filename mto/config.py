@@ -3,7 +3,10 @@
 Each dataclass mirrors one config group in `conf/` (model/, data/, template/, objective/, tuning/) or
 one settings block (train, eval). Hydra merges the YAML files into these typed nodes, so a wrong type
 or an unknown key is refused with the full key named (e.g. `Key 'lrr' not in 'TrainConfig'`), and
-enum-valued keys list their valid values.
+enum-valued keys list their valid values. Each setting has its one default here; the YAML files set only
+what a group option changes. Ranges and cross-key rules are checked in `__post_init__` (as peft's configs
+do), which runs when a stage turns its config into these dataclasses (`typed`), and for `--cfg` before the
+config is printed; names of objectives, task kinds and tuning methods come from their registries.
 
 This module also registers the OmegaConf resolvers the configs use; it is imported by every stage
 (and so by every submitit worker) before any config is resolved.
@@ -11,25 +14,61 @@ This module also registers the OmegaConf resolvers the configs use; it is import
 
 from __future__ import annotations
 
+import dataclasses
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, OmegaConf
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+from mto.errors import ConfigError
 
 
-class Precision(str, Enum):
+class Choice(str, Enum):
+    """A fixed set of values; prints as its value (`precision=auto`, not `Precision.auto`)."""
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+
+class Precision(Choice):
     auto = "auto"  # bf16 autocast where the device supports it (CUDA bf16, CPUs with AVX-512 BF16/AMX)
     fp32 = "fp32"
     bf16 = "bf16"
 
 
-class Scheduler(str, Enum):
+class Scheduler(Choice):
     linear = "linear"
     constant = "constant"
+
+
+def is_set(value: Any) -> bool:
+    """Neither null nor OmegaConf's mandatory `???` (a schema default that a YAML file fills in)."""
+    return value is not None and value != MISSING
+
+
+def expect(ok: bool, key: str, value: Any, expected: str) -> None:
+    """ConfigError `key=value: expected ...` unless `ok`: the one shape of a range error."""
+    if not ok:
+        raise ConfigError(f"{key}={value!r}: expected {expected}")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def positive_int(value: Any, key: str, minimum: int = 1, optional: bool = False) -> None:
+    if optional and value is None:
+        return
+    expect(_is_int(value) and value >= minimum, key, value, f"an integer >= {minimum}")
 
 
 @dataclass
@@ -44,13 +83,16 @@ class ModelConfig:
     trust_remote_code: bool = False
     revision: Optional[str] = None
 
+    def __post_init__(self) -> None:
+        positive_int(self.tokenizer_vocab_size, "model.tokenizer_vocab_size", minimum=8)
+
 
 @dataclass
 class DataConfig:
     """Which task, where its files are, and which part of it to use."""
 
-    name: str = MISSING
-    kind: str = MISSING  # synthetic | atomic | qa | text2text
+    name: Optional[str] = None  # the task's name in reports (null: the kind's)
+    kind: str = MISSING  # a task kind of mto/tasks/ (atomic | synthetic | qa | text2text)
     # atomic: folder of train/dev/test.tsv; qa/text2text: folder of split files (null: load data.hub)
     path: Optional[str] = None
     relations: Optional[list[str]] = None  # keep only these relations (all when null)
@@ -68,6 +110,15 @@ class DataConfig:
     fields: Optional[dict[str, Any]] = None  # record part -> dotted path (QA choices: a path or a list)
     answer_is: str = "label"  # qa: how the answer field reads: label | index | index1 | text
 
+    def __post_init__(self) -> None:
+        if is_set(self.kind):
+            from mto.tasks import TASKS
+
+            if self.kind not in TASKS:
+                raise ConfigError(TASKS.unknown(self.kind, "data.kind"))
+        if self.n_train is not None and not (_is_int(self.n_train) and self.n_train >= 1):
+            raise ConfigError(f"data.n_train: expected a positive integer or null, got {self.n_train!r}")
+
 
 @dataclass
 class TemplateConfig:
@@ -79,15 +130,20 @@ class TemplateConfig:
     target: str = MISSING
 
 
+FORMS = ("auto", "tail", "span")  # filling: records -> tail filling, texts -> span corruption | one of them
+
+
 @dataclass
 class ObjectiveConfig:
-    """The pre-training objective used to adapt a model (mto adapt; see mto/objectives/)."""
+    """The pre-training objective used to adapt a model (mto adapt; see mto/objectives/). The options are
+    shared by the objectives that use them (mixed hands them to its sub-objectives)."""
 
-    name: str = MISSING  # mapping | filling | span_corruption | prefix_lm | mixed | auto (from match_run)
+    name: str = MISSING  # an objective of mto/objectives/, or auto (the decisions of match_run)
     form: str = "auto"  # filling: auto (records: tail filling, texts: span corruption) | tail | span
-    noise_density: float = 0.15  # span corruption
+    noise_density: float = 0.15  # span corruption: share of a text's tokens that are masked
     mean_noise_span_length: float = 3.0
-    input_length: int = 64  # span corruption: corrupted input length (EOS included); prefix_lm: chunk size
+    # span corruption: corrupted input length (EOS included); prefix_lm, mapping: chunk size of raw texts
+    input_length: int = 64
     pack: bool = True  # span corruption: concatenate texts and cut blocks (T5); false: each text alone
     random_roll: bool = False  # seqio's random_roll
     random_noise_count: bool = False  # noise count ~ Binomial(L, density) instead of round(L x density)
@@ -96,47 +152,61 @@ class ObjectiveConfig:
     default: Optional[str] = None  # objective for examples by_group does not route (wins over rates)
     rates: Any = None  # objective -> weight
 
+    def __post_init__(self) -> None:
+        expect(self.form in FORMS, "objective.form", self.form, f"one of {', '.join(FORMS)}")
+        d = self.noise_density
+        expect(_is_number(d) and 0 < d < 1, "objective.noise_density", d, "a number in (0, 1)")
+        m = self.mean_noise_span_length
+        expect(_is_number(m) and m >= 1, "objective.mean_noise_span_length", m, "a number >= 1")
+        positive_int(self.input_length, "objective.input_length", minimum=2)
+        if not is_set(self.name) or self.name == "auto":
+            return
+        from mto.objectives import OBJECTIVES
 
-class TuningMethod(str, Enum):
-    full = "full"  # every weight trains
-    prompt = "prompt"  # PEFT prompt tuning: virtual tokens prepended to the input
-    prefix = "prefix"  # PEFT prefix tuning: trained keys/values in front of the decoder's self-attention
-    lora = "lora"  # PEFT LoRA: low-rank updates of attention projections
-    soft = "soft"  # MTO soft prompt: trained tokens placed by the template ({soft:N})
+        if self.name not in OBJECTIVES:
+            raise ConfigError(OBJECTIVES.unknown(self.name, "objective.name"))
+        OBJECTIVES.get(self.name, "objective.name").validate(self)
 
 
-class PromptInit(str, Enum):
-    phrase = "phrase"  # the words of the relation's phrase (per relation; shared: averaged over relations)
-    text = "text"  # the words of tuning.init_text
-    vocab = "vocab"  # rows of randomly drawn vocabulary words
-    uniform = "uniform"  # uniform in [-0.5, 0.5] (Lester et al., 2021)
-
-
-class SoftEncoder(str, Enum):
-    none = "none"  # the soft-token vectors train directly
-    mlp = "mlp"  # reparameterised through a residual two-layer MLP (P-tuning style)
-    lstm = "lstm"  # reparameterised through a residual bidirectional LSTM + MLP (P-tuning)
+# prompt, soft: where the token vectors start: the relations' phrase (shared: averaged over relations), the
+# words of tuning.init_text, randomly drawn vocabulary rows, or uniform in [-0.5, 0.5] (Lester et al., 2021)
+PROMPT_INITS = ("phrase", "text", "vocab", "uniform")
+# soft: the vectors train directly, or through a residual MLP, or a residual bidirectional LSTM + MLP
+SOFT_ENCODERS = ("none", "mlp", "lstm")
 
 
 @dataclass
 class TuningConfig:
     """Which parameters train (see mto/tuning/). Keys a method does not use are ignored by it."""
 
-    method: TuningMethod = TuningMethod.full
+    method: str = MISSING  # a method of mto/tuning/: full | prompt | prefix | lora | soft
     lr: Optional[float] = None  # learning rate of the trained parameters (null: train.lr)
-    # prompt, prefix: virtual tokens; soft: taken from the template's {soft:N}
-    num_virtual_tokens: int = 8
-    init: PromptInit = PromptInit.vocab  # prompt, soft: initial token vectors
+    # prompt, prefix, lora: the settings of PEFT's own config class (PromptTuningConfig, PrefixTuningConfig,
+    # LoraConfig), passed to it as they are: e.g. tuning.peft.r=16, tuning.peft.num_virtual_tokens=20
+    peft: Any = None  # `Any`, not Optional[dict]: see by_group (omegaconf #1360)
+    init: str = "vocab"  # prompt, soft: initial token vectors: phrase | text | vocab | uniform
     init_text: Optional[str] = None  # init=text
     per_relation: bool = False  # soft: one set of tokens per relation (group) instead of one shared set
-    encoder: SoftEncoder = SoftEncoder.none  # soft: reparameterisation of the token vectors
-    encoder_hidden_size: Optional[int] = None  # soft encoder, prefix projection (null: the model width)
-    prefix_projection: bool = False  # prefix: produce the prefix through an MLP (Li & Liang, 2021)
-    r: int = 8  # lora: rank
-    alpha: float = 16.0  # lora: scaling numerator (the update is scaled by alpha / r)
-    dropout: float = 0.0  # lora: dropout on the adapter's input
-    target_modules: Optional[list[str]] = None  # lora: module names (null: PEFT's default, T5: [q, v])
+    encoder: str = "none"  # soft: reparameterisation of the token vectors: none | mlp | lstm (P-tuning)
+    encoder_hidden_size: Optional[int] = None  # soft encoder (null: the model width)
     adapter: Optional[str] = None  # a saved adapter folder to load onto the base (set by `mto eval run=`)
+
+    def __post_init__(self) -> None:
+        expect(self.peft is None or isinstance(self.peft, Mapping), "tuning.peft", self.peft,
+               "a mapping of the PEFT config's arguments")  # fmt: skip
+        if self.lr is not None:
+            expect(_is_number(self.lr) and self.lr > 0, "tuning.lr", self.lr,
+                   "a positive learning rate (or null: train.lr)")  # fmt: skip
+        expect(self.init in PROMPT_INITS, "tuning.init", self.init, f"one of {', '.join(PROMPT_INITS)}")
+        if self.init == "text" and not self.init_text:
+            raise ConfigError("tuning.init=text needs tuning.init_text (the words to start the prompt from)")
+        encoders = ", ".join(SOFT_ENCODERS)
+        expect(self.encoder in SOFT_ENCODERS, "tuning.encoder", self.encoder, f"one of {encoders}")
+        positive_int(self.encoder_hidden_size, "tuning.encoder_hidden_size", optional=True)
+        if is_set(self.method):
+            from mto.tuning import TUNING_METHODS
+
+            TUNING_METHODS.get(self.method, "tuning.method").validate(self)
 
 
 @dataclass
@@ -146,15 +216,31 @@ class TrainConfig:
     batch_size: int = 32
     lr: float = 1e-3
     weight_decay: float = 0.0
-    warmup_steps: int = 0
+    warmup_steps: int = 30
     scheduler: Scheduler = Scheduler.linear
-    grad_clip: float = 1.0
+    grad_clip: float = 1.0  # max gradient norm (0: no clipping)
     max_source_length: int = 64
     max_target_length: int = 32
     log_every: int = 50
     # Batches of similar lengths (less padding: 1.47x the tokens/s on ATOMIC on a 2-core CPU) instead of
     # uniformly random ones. Off by default: on short runs it cost held-out loss (README, benchmarks).
     group_by_length: bool = False
+
+    def __post_init__(self) -> None:
+        positive_int(self.steps, "train.steps", minimum=0)
+        if self.epochs is not None:
+            expect(_is_number(self.epochs) and self.epochs > 0, "train.epochs", self.epochs, "a number > 0")
+        positive_int(self.batch_size, "train.batch_size")
+        expect(_is_number(self.lr) and self.lr > 0, "train.lr", self.lr, "a positive learning rate")
+        expect(self.weight_decay >= 0, "train.weight_decay", self.weight_decay, "a number >= 0")
+        positive_int(self.warmup_steps, "train.warmup_steps", minimum=0)
+        expect(self.grad_clip >= 0, "train.grad_clip", self.grad_clip, "a number >= 0 (0: no clipping)")
+        positive_int(self.max_source_length, "train.max_source_length", minimum=2)
+        positive_int(self.max_target_length, "train.max_target_length", minimum=2)
+        positive_int(self.log_every, "train.log_every")
+
+
+SPLITS = ("train", "dev", "test")
 
 
 @dataclass
@@ -167,8 +253,18 @@ class EvalConfig:
     max_examples: Optional[int] = None  # evaluate on the first N examples only
     extra_splits: list[str] = field(default_factory=list)  # also score these (metrics_<split>.json)
 
+    def __post_init__(self) -> None:
+        splits = [("eval.split", self.split)] + [("eval.extra_splits", s) for s in self.extra_splits]
+        for key, split in splits:
+            if split not in SPLITS:
+                raise ConfigError(f"{key}={split}: expected one of {', '.join(SPLITS)}")
+        positive_int(self.batch_size, "eval.batch_size")
+        positive_int(self.num_beams, "eval.num_beams")
+        positive_int(self.max_new_tokens, "eval.max_new_tokens")
+        positive_int(self.max_examples, "eval.max_examples", optional=True)
 
-class AdaptSource(str, Enum):
+
+class AdaptSource(Choice):
     task = "task"  # the task's own records (training pool)
     files = "files"  # raw text files, one document per line (adapt.files)
     both = "both"
@@ -187,23 +283,36 @@ class AdaptConfig:
     # epoch, as T5's on-the-fly pipeline does; false: once, the same masks every epoch.
     resample: bool = True
 
+    def __post_init__(self) -> None:
+        positive_int(self.n_examples, "adapt.n_examples", optional=True)
+
 
 @dataclass
 class CheckpointConfig:
     """Checkpoints of the training loop (also taken on SIGTERM/SIGUSR1), for resuming."""
 
-    every: int = 500  # steps between checkpoints (0: only on SIGTERM/SIGUSR1)
+    every: int = 500  # steps between checkpoints (0: only on SIGTERM/SIGUSR1, which SLURM sends first)
     keep: bool = False  # keep the last checkpoint once the run completed (it is removed by default)
+
+    def __post_init__(self) -> None:
+        positive_int(self.every, "checkpoint.every", minimum=0)
+
+
+STAGES = ("match", "adapt", "train", "eval")
 
 
 @dataclass
 class PipelineConfig:
     """`mto run`: which stages to chain, in order."""
 
-    stages: list[str] = field(default_factory=lambda: ["match", "adapt", "train", "eval"])
+    stages: list[str] = field(default_factory=lambda: list(STAGES))
+
+    def __post_init__(self) -> None:
+        for stage in self.stages:
+            expect(stage in STAGES, "pipeline.stages", stage, f"stages among {', '.join(STAGES)}")
 
 
-class MatchMethod(str, Enum):
+class MatchMethod(Choice):
     model = "model"  # score the templates with the model (gold-token NLL and rank)
     rules = "rules"  # decide from the task's shape, without a model
 
@@ -220,6 +329,12 @@ class MatchConfig:
     templates: list[str] = field(default_factory=list)  # more templates to score and show
     batch_size: int = 32
 
+    def __post_init__(self) -> None:
+        positive_int(self.n, "match.n")
+        positive_int(self.batch_size, "match.batch_size")
+        expect(_is_number(self.threshold) and self.threshold <= 1, "match.threshold", self.threshold,
+               "a number <= 1 (the maskability index is at most 1)")  # fmt: skip
+
 
 @dataclass
 class MtoConfig:
@@ -231,7 +346,8 @@ class MtoConfig:
     match_run: Optional[str] = None  # a `mto match` run whose decisions template=auto / objective=auto use
     adapt_run: Optional[str] = None  # train: start from the model of this `mto adapt` run
     resume: Optional[str] = None  # continue the run in this directory from its last checkpoint
-    skip_completed: bool = False  # skip a job whose completed twin (same config hash) exists (on in -m)
+    # skip a job whose completed twin (same config hash) exists; null: on in -m sweeps, off for one run
+    skip_completed: Optional[bool] = None
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     template: TemplateConfig = field(default_factory=TemplateConfig)
@@ -244,6 +360,30 @@ class MtoConfig:
     adapt: AdaptConfig = field(default_factory=AdaptConfig)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+
+    def __post_init__(self) -> None:
+        positive_int(self.threads, "threads", optional=True)
+
+
+def typed(cfg: DictConfig) -> MtoConfig:
+    """The composed config as the typed dataclasses, validated (every `__post_init__` runs): what the
+    stages and the code below them read. Done once per stage, after run inheritance."""
+    return OmegaConf.to_object(cfg)
+
+
+def plain(obj: Any) -> Any:
+    """A config dataclass (or DictConfig) as plain dicts, lists and values, enums as their values."""
+    if OmegaConf.is_config(obj):
+        return OmegaConf.to_container(obj, resolve=True, enum_to_str=True)
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, Enum):
+        return obj.value
+    if isinstance(obj, Mapping):
+        return {k: plain(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [plain(v) for v in obj]
+    return obj
 
 
 CONF_DIR_NAME = "conf"
@@ -272,8 +412,6 @@ def register() -> None:
     cs.store(name="mto_schema", node=MtoConfig)
     if not OmegaConf.has_resolver("mto.dirname"):
         OmegaConf.register_new_resolver("mto.dirname", _dirname_suffix)
-    if not OmegaConf.has_resolver("mto.is_multirun"):
-        OmegaConf.register_new_resolver("mto.is_multirun", lambda mode: str(mode).endswith("MULTIRUN"))
 
 
 register()

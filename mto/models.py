@@ -21,14 +21,16 @@ import tempfile
 from collections import Counter
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from huggingface_hub.errors import StrictDataclassError
-from omegaconf import DictConfig, OmegaConf
 
 from mto.cache import cached_dir, fingerprint
 from mto.errors import ConfigError, MtoError
+
+if TYPE_CHECKING:
+    from mto.config import ModelConfig
 
 # Bump when the way tokenizers are trained or laid out changes: old cache entries are then ignored.
 TOKENIZER_VERSION = 1
@@ -42,23 +44,16 @@ _DERIVED_KEYS = ("vocab_size", "pad_token_id", "eos_token_id", "decoder_start_to
 
 
 def load_tokenizer_and_model(
-    cfg: Any, corpus: Callable[[], list[str]] | None = None, seed: int = 0
+    cfg: ModelConfig, corpus: Callable[[], list[str]] | None = None, seed: int = 0
 ) -> tuple[Any, Any]:
     """Return `(tokenizer, model)` for the model config `cfg` (the `model` group of a run config).
 
     `corpus` supplies the text to train a tokenizer on; it is called only when `cfg.build` is set.
     `seed` fixes the random initialisation of a built model (it does not touch the global RNG).
     """
-    name = str(_get(cfg, "name_or_path", "tiny"))
-    build = _get(cfg, "build", None)
-    if build is None:
-        return _load_pretrained(
-            name,
-            trust_remote_code=bool(_get(cfg, "trust_remote_code", False)),
-            revision=_get(cfg, "revision", None),
-        )
-    build = _as_dict(build)
-    vocab_size = int(_get(cfg, "tokenizer_vocab_size", 1000))
+    if cfg.build is None:
+        return _load_pretrained(cfg.name_or_path, cfg.trust_remote_code, cfg.revision)
+    build, vocab_size = dict(cfg.build), cfg.tokenizer_vocab_size
     if corpus is None:
         raise ConfigError("model.build is set (a model trained from scratch) but no text corpus was given")
     # Check the architecture before the (slower) tokenizer training, so config typos fail fast.
@@ -295,24 +290,6 @@ def _check_build_keys(build: Mapping[str, Any]) -> None:
 
 
 # --- small helpers ----------------------------------------------------------------------------------
-
-
-def _get(cfg: Any, key: str, default: Any) -> Any:
-    """`cfg.key`, or `default` when absent (works for DictConfig, SimpleNamespace, dict)."""
-    if isinstance(cfg, Mapping):
-        value = cfg.get(key, default)
-    else:
-        value = getattr(cfg, key, default)
-    return default if value is None and default is not None else value
-
-
-def _as_dict(build: Any) -> dict[str, Any]:
-    """A plain dict of `model.build` (T5Config's strict type checks reject OmegaConf containers)."""
-    if isinstance(build, DictConfig):
-        build = OmegaConf.to_container(build, resolve=True)
-    if not isinstance(build, Mapping):
-        raise ConfigError(f"model.build: expected a mapping of T5Config settings, got {type(build).__name__}")
-    return dict(build)
 
 
 def _corpus_hash(texts: list[str]) -> str:

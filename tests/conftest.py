@@ -42,13 +42,14 @@ TINY_WORLD = ["data.n_heads=60", "threads=1", "precision=fp32"]
 
 
 def compose_train(*overrides: str):
-    """The `train` config composed with Hydra (TINY_WORLD, then `overrides`), as the CLI would compose it."""
+    """The `train` config composed with Hydra (TINY_WORLD, then `overrides`) and turned into the typed
+    dataclasses (validated), as a stage reads it."""
     from hydra import compose, initialize_config_dir
 
-    from mto.config import conf_dir
+    from mto.config import conf_dir, typed
 
     with initialize_config_dir(config_dir=str(conf_dir()), version_base=None):
-        return compose(config_name="train", overrides=[*TINY_WORLD, *overrides])
+        return typed(compose(config_name="train", overrides=[*TINY_WORLD, *overrides]))
 
 
 @pytest.fixture(scope="module")
@@ -63,6 +64,20 @@ def tiny_world(cache_dir):
     task = steps.get_task(cfg)
     tokenizer, model = steps.get_model(cfg, task)
     return task, tokenizer, model
+
+
+def data_config(shipped: str | None = None, **values):
+    """A `data` config as a stage reads it (typed, validated): conf/data/<shipped>.yaml with `seed=7`
+    resolved, then `values` over it."""
+    from omegaconf import OmegaConf
+
+    from mto.config import DataConfig, conf_dir
+
+    base = {}
+    if shipped:
+        yaml = OmegaConf.load(conf_dir() / "data" / f"{shipped}.yaml")
+        base = OmegaConf.to_container(OmegaConf.merge({"seed": 7, "data": yaml}), resolve=True)["data"]
+    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(DataConfig), base, values))
 
 
 def mto(*args: str, cwd: Path, check: bool = True, timeout: int = 600) -> subprocess.CompletedProcess:

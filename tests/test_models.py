@@ -12,6 +12,7 @@ import torch
 from omegaconf import OmegaConf
 
 import mto.models as models
+from mto.config import ModelConfig
 from mto.errors import ConfigError, MtoError
 from mto.models import is_encoder_decoder, load_tokenizer_and_model, sentinel
 
@@ -58,7 +59,7 @@ def tiny_cfg(**overrides):
     """A `model=tiny`-like config with a very small architecture."""
     values = {"name_or_path": "tiny", "build": dict(BUILD), "tokenizer_vocab_size": 300}
     values.update(overrides)
-    return SimpleNamespace(**values)
+    return ModelConfig(**values)
 
 
 def tiny(seed: int = 0, **overrides):
@@ -133,8 +134,9 @@ def test_same_seed_same_weights_other_seed_other_weights():
     assert not torch.equal(a["shared.weight"], c["shared.weight"])
 
 
-def test_dictconfig_is_accepted():
-    cfg = OmegaConf.create({"name_or_path": "tiny", "build": BUILD, "tokenizer_vocab_size": 300})
+def test_the_composed_config_is_accepted():
+    node = OmegaConf.merge(OmegaConf.structured(ModelConfig), {"name_or_path": "tiny", "build": BUILD})
+    cfg = OmegaConf.to_object(OmegaConf.merge(node, {"tokenizer_vocab_size": 300}))
     tok, model = load_tokenizer_and_model(cfg, corpus=lambda: list(CORPUS), seed=0)
     assert model.config.d_model == 32 and model.config.num_layers == 1
     assert is_encoder_decoder(model)
@@ -167,7 +169,7 @@ def test_saved_tiny_model_loads_back_identically(tmp_path):
     model.save_pretrained(folder)
     tok.save_pretrained(folder)
     assert (folder / "model.safetensors").is_file()
-    tok2, model2 = load_tokenizer_and_model(SimpleNamespace(name_or_path=str(folder), build=None))
+    tok2, model2 = load_tokenizer_and_model(ModelConfig(name_or_path=str(folder)))
     assert type(model2).__name__ == "T5ForConditionalGeneration"
     a, b = model.state_dict(), model2.state_dict()
     assert a.keys() == b.keys()
@@ -187,16 +189,16 @@ def test_saved_tiny_model_loads_back_identically(tmp_path):
 
 def test_missing_model_names_fail_in_one_line(tmp_path):
     with pytest.raises(MtoError, match=r"model.name_or_path=/no/such/model: no such folder"):
-        load_tokenizer_and_model(SimpleNamespace(name_or_path="/no/such/model", build=None))
+        load_tokenizer_and_model(ModelConfig(name_or_path="/no/such/model"))
     with pytest.raises(MtoError) as info:
-        load_tokenizer_and_model(SimpleNamespace(name_or_path="no-such-org-mto/no-such-model", build=None))
+        load_tokenizer_and_model(ModelConfig(name_or_path="no-such-org-mto/no-such-model"))
     message = str(info.value)
     assert message.startswith("model.name_or_path=no-such-org-mto/no-such-model: not a local folder")
     assert "\n" not in message
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(MtoError, match="cannot load a model from this folder"):
-        load_tokenizer_and_model(SimpleNamespace(name_or_path=str(empty), build=None))
+        load_tokenizer_and_model(ModelConfig(name_or_path=str(empty)))
 
 
 def test_bad_build_settings_are_config_errors_before_any_training():

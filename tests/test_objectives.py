@@ -5,11 +5,11 @@ from __future__ import annotations
 import random
 from collections import Counter
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 from omegaconf import OmegaConf
 
+from mto.config import ObjectiveConfig
 from mto.errors import ConfigError
 from mto.models import load_or_train_tokenizer
 from mto.objectives import Material, get_objective, triple_sentence
@@ -53,8 +53,8 @@ def tok(world, tmp_path_factory):
         return load_or_train_tokenizer(world + extra, 400)
 
 
-def cfg(name: str, **options) -> SimpleNamespace:
-    return SimpleNamespace(name=name, **options)
+def cfg(name: str, **options) -> ObjectiveConfig:
+    return ObjectiveConfig(name=name, **options)
 
 
 def sentinel_ids(tok, n: int = 100) -> list[int]:
@@ -358,7 +358,7 @@ def test_mixed_by_group_routes_each_relation(tok):
 
 def test_mixed_by_rates_draws_about_the_rates(tok):
     records = records_of(["xIntent"], 1000)
-    config = OmegaConf.create({"name": "mixed", "rates": {"filling": 0.7, "mapping": 0.3}})
+    config = cfg("mixed", rates={"filling": 0.7, "mapping": 0.3})
     features = get_objective(config).features(
         Material(records=records, phrases=PHRASES), tok, random.Random(0)
     )
@@ -406,8 +406,8 @@ def test_same_seed_same_features(tok, world, config):
 
 def test_unknown_or_missing_name():
     with pytest.raises(
-        ConfigError, match=r"objective.name='mlm'.*mapping, filling, span_corruption, prefix_lm, mixed"
+        ConfigError, match=r"objective.name: unknown objective 'mlm'.*filling, mapping, mixed, prefix_lm, s"
     ):
         get_objective(cfg("mlm"))
     with pytest.raises(ConfigError, match="objective.name is not set"):
-        get_objective(OmegaConf.create({"name": "???"}))
+        get_objective(ObjectiveConfig())

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
-from omegaconf import OmegaConf
+from conftest import data_config
 
+from mto.config import DataConfig
 from mto.errors import ConfigError, DataError
 from mto.tasks import TaskData, load_task
 from mto.tasks import synthetic as syn
@@ -36,8 +37,8 @@ def write_task(
     return folder
 
 
-def cfg(**kw) -> SimpleNamespace:
-    return SimpleNamespace(**{"kind": "atomic", **kw})
+def cfg(**kw) -> DataConfig:
+    return DataConfig(**{"kind": "atomic", **kw})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -165,9 +166,9 @@ def test_relations_filter_and_unknown_relation(tmp_path):
     assert "'xWish'" in str(err.value) and "present: oReact, xIntent, xNeed" in str(err.value)
 
 
-def test_omegaconf_config(tmp_path):
+def test_composed_config(tmp_path):
     folder = write_task(tmp_path / "t", "h1\txIntent\ta\nh1\txNeed\tb\n", dev="d\txNeed\tb\n")
-    conf = OmegaConf.create({"kind": "atomic", "path": str(folder), "relations": ["xNeed"], "n_train": None})
+    conf = data_config("atomic", path=str(folder), relations=["xNeed"], n_train=None)
     task = load_task(conf)
     assert (task.name, [r["tail"] for r in task.train]) == ("atomic", ["b"])
     assert task.source == str(folder.resolve())
@@ -202,13 +203,13 @@ def test_fingerprint(tmp_path):
 def test_load_task_config_errors(tmp_path):
     with pytest.raises(
         ConfigError,
-        match=r"^data\.kind: unknown kind 'conceptnet'; valid kinds: atomic, synthetic, qa, text2text$",
+        match=r"^data\.kind: unknown kind 'conceptnet'; valid kinds: atomic, qa, synthetic, text2text$",
     ):
-        load_task(SimpleNamespace(kind="conceptnet"))
+        load_task(DataConfig(kind="conceptnet"))
     with pytest.raises(ConfigError, match=r"^data\.path: required"):
-        load_task(SimpleNamespace(kind="atomic"))
+        load_task(DataConfig(kind="atomic"))
     with pytest.raises(ConfigError, match=r"^data\.path: required"):
-        load_task(OmegaConf.create({"kind": "atomic", "path": "???"}))  # conf/data/atomic.yaml as shipped
+        load_task(data_config("atomic"))  # conf/data/atomic.yaml as shipped
     folder = write_task(tmp_path / "t", "h1\txIntent\ta\n")
     with pytest.raises(ConfigError, match=r"^data\.n_train: expected a positive integer"):
         load_task(cfg(path=str(folder), n_train=0))
@@ -397,13 +398,11 @@ def test_world_sentences():
 
 
 def test_load_task_synthetic():
-    conf = SimpleNamespace(
-        kind="synthetic", n_heads=60, world_seed=2, relations=["xNeed", "oReact"], n_train=5
-    )
+    conf = DataConfig(kind="synthetic", n_heads=60, world_seed=2, relations=["xNeed", "oReact"], n_train=5)
     task = load_task(conf)
     assert task.name == "synthetic" and Path(task.source).parent.name == "synthetic"
     assert {k: len(v) for k, v in sampled(task).items()} == {"xNeed": 5, "oReact": 5}
     assert {r["relation"] for r in task.dev + task.test} <= {"xNeed", "oReact"}
     assert all(r["tail"] != "none" for r in task.train + task.dev + task.test)
     assert load_task(conf).fingerprint == task.fingerprint
-    assert load_task(SimpleNamespace(**{**vars(conf), "world_seed": 3})).fingerprint != task.fingerprint
+    assert load_task(dataclasses.replace(conf, world_seed=3)).fingerprint != task.fingerprint

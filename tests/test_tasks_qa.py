@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
-from omegaconf import DictConfig, OmegaConf
+from conftest import data_config
 
+from mto.config import DataConfig
 from mto.errors import ConfigError, DataError
 from mto.metrics import score_choices, score_generation
 from mto.tasks import load_task
@@ -29,14 +29,13 @@ def _private_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("MTO_CACHE_DIR", str(tmp_path / "cache"))
 
 
-def shipped(name: str, **overrides) -> DictConfig:
+def shipped(name: str, **overrides) -> DataConfig:
     """conf/data/<name>.yaml as Hydra would give it (with `seed` resolved), plus overrides."""
-    cfg = OmegaConf.merge({"seed": 7}, OmegaConf.load(ROOT / "conf" / "data" / f"{name}.yaml"), overrides)
-    return cfg
+    return data_config(name, **overrides)
 
 
-def qa(path: Path, fields: dict, **kw) -> SimpleNamespace:
-    return SimpleNamespace(kind="qa", name=kw.pop("name", "t"), path=str(path), fields=fields, **kw)
+def qa(path: Path, fields: dict, **kw) -> DataConfig:
+    return DataConfig(kind="qa", name=kw.pop("name", "t"), path=str(path), fields=fields, **kw)
 
 
 def write(folder: Path, **splits: str) -> Path:
@@ -371,9 +370,9 @@ def test_qa_config_errors(tmp_path):
     with pytest.raises(ConfigError, match=r"^data\.fields: required when data\.kind=qa"):
         load_task(qa(folder, None))
     with pytest.raises(ConfigError, match=r"^data\.path: required"):
-        load_task(SimpleNamespace(kind="qa", fields=FIELDS))  # no path and no hub
+        load_task(DataConfig(kind="qa", fields=FIELDS))  # no path and no hub
     with pytest.raises(ConfigError, match=r"^data\.path: required"):
-        load_task(OmegaConf.merge({"seed": 0}, OmegaConf.load(ROOT / "conf" / "data" / "text2text.yaml")))
+        load_task(data_config("text2text"))
 
 
 def test_labels_must_fit_the_choices(tmp_path):
@@ -413,9 +412,9 @@ def test_lookup_paths():
 # ---------------------------------------------------------------------------------------------
 
 
-def text2text(path: Path, **kw) -> SimpleNamespace:
+def text2text(path: Path, **kw) -> DataConfig:
     fields = kw.pop("fields", {"source": "source", "target": "target"})
-    return SimpleNamespace(kind="text2text", name="t2t", path=str(path), fields=fields, **kw)
+    return DataConfig(kind="text2text", name="t2t", path=str(path), fields=fields, **kw)
 
 
 def test_text2text_jsonl_field_by_field():

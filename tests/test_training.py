@@ -8,13 +8,13 @@ import copy
 import os
 import random
 import signal
-from types import SimpleNamespace
 
 import pytest
 import torch
 from conftest import compose_train
 
 from mto import training
+from mto.config import ObjectiveConfig, TrainConfig
 from mto.objectives import Material, get_objective
 from mto.objectives.filling import merge_back, sentinel_ids
 from mto.stages import steps
@@ -29,10 +29,8 @@ def world(tiny_world):
     return task, tokenizer, model, pairs
 
 
-def train_cfg(**changes) -> SimpleNamespace:
-    base = dict(steps=12, epochs=None, batch_size=8, lr=1e-3, weight_decay=0.0, warmup_steps=0,
-                scheduler="linear", grad_clip=1.0, log_every=4, group_by_length=False)  # fmt: skip
-    return SimpleNamespace(**{**base, **changes})
+def train_cfg(**changes) -> TrainConfig:
+    return TrainConfig(**{**dict(steps=12, batch_size=8, warmup_steps=0, log_every=4), **changes})
 
 
 # ------------------------------------------------------------------------------ the feature cache
@@ -106,7 +104,7 @@ def test_default_batches_are_uniformly_random_and_grouping_is_opt_in(world):
 # ------------------------------------------------------------------------------ resampling per epoch
 def span_corruption_setup(world):
     task, tokenizer, _, _ = world
-    objective = get_objective(SimpleNamespace(name="span_corruption", input_length=32))
+    objective = get_objective(ObjectiveConfig(name="span_corruption", input_length=32))
     phrases = dict(compose_train().phrases)
     material = Material(records=list(task.train)[:300], phrases=phrases)
     return objective, material, tokenizer

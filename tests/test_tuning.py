@@ -6,13 +6,13 @@ The end-to-end path (`mto train tuning=...` then `mto eval run=`) runs through t
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 from pathlib import Path
 
 import pytest
 import torch
 from conftest import SMALL, compose_train, mto, read_json, run_dirs
-from omegaconf import OmegaConf
 
 from mto import training, tuning
 from mto.errors import ConfigError
@@ -49,7 +49,7 @@ CASES = {
     "prefix": (["tuning=prefix", "template=masked_prompting"], EXPECTED["prefix"]),
     # the prefix through an MLP: 8x128 vectors, 128 -> 128 -> 2x2x128 (weights and biases)
     "prefix_projection": (
-        ["tuning=prefix", "tuning.prefix_projection=true", "template=masked_prompting"],
+        ["tuning=prefix", "tuning.peft.prefix_projection=true", "template=masked_prompting"],
         N_TOKENS * D_MODEL + (D_MODEL * D_MODEL + D_MODEL) + (D_MODEL * 4 * D_MODEL + 4 * D_MODEL),
     ),
     "lora": (["tuning=lora", "tuning.lr=0.01", "template=masked_prompting"], EXPECTED["lora"]),
@@ -118,7 +118,7 @@ def test_method_trains_only_its_parameters_and_reloads_exactly(tiny_world, case,
     assert figures["trainable_share"] == pytest.approx(expected_trainable / n_total)
     assert figures["adapter_bytes"] < 300_000 and figures["adapter_folder_bytes"] < 400_000
 
-    cfg_eval = OmegaConf.merge(cfg, {"tuning": {"adapter": str(folder)}})
+    cfg_eval = dataclasses.replace(cfg, tuning=dataclasses.replace(cfg.tuning, adapter=str(folder)))
     tokenizer2, loaded = steps.get_model(cfg_eval, None)
     assert len(tokenizer2) == len(tokenizer)
     sources = [s for s, _ in steps.render(template, task.test[:6], tokenizer2)]
@@ -180,7 +180,7 @@ def test_base_that_cannot_be_found_is_refused(lora_adapter, tmp_path):
     meta["base"].update(name_or_path=str(tmp_path / "gone" / "t5"), build=None, tokenizer_vocab_size=None)
     (moved / tuning.METADATA).write_text(json.dumps(meta))
     cfg = compose_train("tuning=lora", f"model.name_or_path={tmp_path / 'gone' / 't5'}", "model.build=null")
-    cfg = OmegaConf.merge(cfg, {"tuning": {"adapter": str(moved)}})
+    cfg = dataclasses.replace(cfg, tuning=dataclasses.replace(cfg.tuning, adapter=str(moved)))
     with pytest.raises(ConfigError) as err:
         steps.get_model(cfg, None)
     message = str(err.value)
@@ -190,15 +190,17 @@ def test_base_that_cannot_be_found_is_refused(lora_adapter, tmp_path):
 
 def test_template_and_method_must_agree(tiny_world):
     task, tokenizer, built = tiny_world
-    for overrides, expected in [
-        (["tuning=lora", "template=pre_prompt"], "places {soft:N} tokens, which only tuning=soft trains"),
-        (["tuning=soft", "template=masked_prompting"], "tuning=soft needs a template with {soft:N}"),
+    for overrides, expected in [  # regular expressions
+        (["tuning=lora", "template=pre_prompt"], r"places \{soft:N\} tokens, which only tuning=soft trains"),
+        (["tuning=soft", "template=masked_prompting"], r"tuning=soft needs a template with \{soft:N\}"),
         (["tuning=prompt", "tuning.init=text"], "tuning.init=text needs tuning.init_text"),
-        (["tuning=lora", "tuning.dropout=1.5"], "tuning.dropout=1.5"),
+        (["tuning=lora", "tuning.peft.lora_dropout=1.5"], r"tuning.peft \(LoraConfig\): dropout probability"),
+        (["tuning=lora", "+tuning.peft.rank=4"], r"tuning.peft \(LoraConfig\): .*unexpected keyword .*rank"),
+        (["tuning=lora", "+tuning.peft.bias=all"], "tuning.peft.bias: set by mto for tuning=lora"),
     ]:
-        cfg = compose_train(*overrides)
-        with pytest.raises(ConfigError, match=expected.replace("{", r"\{").replace("}", r"\}")):
-            tuning.apply_tuning(built, tokenizer, cfg, steps.get_template(cfg, task), task)
+        with pytest.raises(ConfigError, match=expected):
+            cfg = compose_train(*overrides)  # settings a method cannot use are refused here ...
+            tuning.apply_tuning(built, tokenizer, cfg, steps.get_template(cfg, task), task)  # ... or here
     assert not any(hasattr(m, "lora_A") for m in built.modules())
 
 

@@ -11,8 +11,9 @@ into features `{"input_ids": [...], "labels": [...]}` whose labels end with EOS 
     prefix_lm        a text (or a record's full sentence) cut at a uniform point: prefix -> rest
     mixed            a mixture of the above, routed per example by group or drawn by rates
 
-Options are read from the `objective` config with `getattr` and defaults, so a DictConfig, a
-SimpleNamespace or any object with attributes works.
+Each objective is a class registered in `OBJECTIVES` under its name(s), built from the typed `objective`
+config (`mto.config.ObjectiveConfig`); its `validate(cfg)` refuses settings it cannot use when the config is
+validated, before any work. A new objective is its module here plus its YAML in conf/objective/.
 """
 
 from __future__ import annotations
@@ -20,19 +21,18 @@ from __future__ import annotations
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import MissingMandatoryValue
-
+from mto.config import is_set
 from mto.errors import ConfigError
+from mto.registry import Registry
 from mto.templates import Template
 
-# Every objective name `get_objective` knows; `mixed` may route to all but itself.
-NAMES = ("mapping", "filling", "span_corruption", "prefix_lm", "mixed")
-BASE_NAMES = tuple(n for n in NAMES if n != "mixed")
-# Default raw-token budget of one example's input (the tiny default's `train.max_source_length`).
-DEFAULT_INPUT_LENGTH = 64
+if TYPE_CHECKING:
+    from mto.config import ObjectiveConfig
+
+# name -> objective class (`cls(cfg)` builds it; `cls.validate(cfg)` validates its options)
+OBJECTIVES = Registry("objective", "mto.objectives")
 
 
 @dataclass
@@ -52,38 +52,11 @@ class Objective(Protocol):
     def features(self, material: Material, tokenizer: Any, rng: random.Random) -> list[dict]: ...
 
 
-def get_objective(cfg: Any) -> Objective:
+def get_objective(cfg: ObjectiveConfig) -> Objective:
     """The objective the `objective` config names (`cfg.name`); ConfigError for an unknown name."""
-    name = objective_name(cfg)
-    # Imported here: the submodules import the helpers of this package.
-    if name == "mapping":
-        from mto.objectives.mapping import MappingObjective
-
-        return MappingObjective(cfg)
-    if name in ("filling", "span_corruption"):
-        from mto.objectives.filling import FillingObjective
-
-        return FillingObjective(cfg)
-    if name == "prefix_lm":
-        from mto.objectives.prefix_lm import PrefixLMObjective
-
-        return PrefixLMObjective(cfg)
-    if name == "mixed":
-        from mto.objectives.mixed import MixedObjective
-
-        return MixedObjective(cfg)
-    raise ConfigError(f"objective.name={name!r} is not an objective; valid names: {', '.join(NAMES)}")
-
-
-def objective_name(cfg: Any) -> str:
-    """`cfg.name`, or a ConfigError when it is not set."""
-    try:
-        name = getattr(cfg, "name", None)
-    except MissingMandatoryValue:
-        name = None
-    if not name:
-        raise ConfigError(f"objective.name is not set (expected one of: {', '.join(NAMES)})")
-    return str(name)
+    if not is_set(cfg.name):
+        raise ConfigError(f"objective.name is not set (expected one of: {', '.join(OBJECTIVES.names())})")
+    return OBJECTIVES.get(cfg.name, "objective.name")(cfg)
 
 
 def triple_sentence(record: Mapping[str, Any], phrases: Mapping[str, str]) -> tuple[str, str]:
@@ -103,53 +76,6 @@ def full_sentence(record: Mapping[str, Any], phrases: Mapping[str, str]) -> str:
 
 
 # --- helpers shared by the objectives --------------------------------------------------------------
-
-
-def option(cfg: Any, key: str, default: Any) -> Any:
-    """`cfg.key`, or `default` when the key is absent or null."""
-    try:
-        value = getattr(cfg, key, None)
-    except MissingMandatoryValue:
-        value = None
-    return default if value is None else value
-
-
-def mapping_option(cfg: Any, key: str) -> dict[str, Any] | None:
-    """`cfg.key` as a plain dict (None when unset); ConfigError when it is not a mapping."""
-    value = option(cfg, key, None)
-    if value is None:
-        return None
-    if isinstance(value, DictConfig):
-        value = OmegaConf.to_container(value, resolve=True)
-    if not isinstance(value, Mapping):
-        raise ConfigError(f"objective.{key}: expected a mapping, got {value!r}")
-    return {str(k): v for k, v in value.items()}
-
-
-def int_option(cfg: Any, key: str, default: int, minimum: int) -> int:
-    """An integer option of at least `minimum`."""
-    value = option(cfg, key, default)
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"objective.{key}: expected an integer >= {minimum}, got {value!r}")
-    return value
-
-
-def bool_option(cfg: Any, key: str, default: bool) -> bool:
-    value = option(cfg, key, default)
-    if not isinstance(value, bool):
-        raise ConfigError(f"objective.{key}: expected true or false, got {value!r}")
-    return value
-
-
-def float_option(cfg: Any, key: str, default: float, low: float, high: float, high_open: bool) -> float:
-    """A number in [low, high) (or [low, high] when not `high_open`)."""
-    value = option(cfg, key, default)
-    ok = not isinstance(value, bool) and isinstance(value, int | float)
-    ok = ok and low <= value and (value < high if high_open else value <= high)
-    if not ok:
-        bound = f"[{low}, {high})" if high_open else f"[{low}, {high}]"
-        raise ConfigError(f"objective.{key}: expected a number in {bound}, got {value!r}")
-    return float(value)
 
 
 def encode_plain(tokenizer: Any, texts: list[str]) -> list[list[int]]:

@@ -30,28 +30,21 @@ from __future__ import annotations
 import random
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from mto.errors import ConfigError
 from mto.models import sentinel
-from mto.objectives import (
-    DEFAULT_INPUT_LENGTH,
-    Material,
-    bool_option,
-    encode_plain,
-    float_option,
-    full_sentence,
-    int_option,
-    option,
-)
+from mto.objectives import OBJECTIVES, Material, encode_plain, full_sentence
 from mto.objectives.mapping import pair_features
-from mto.templates import Template
+from mto.templates import load_template
 
-FORMS = ("auto", "tail", "span")
-# Tail filling: the masked-prompting template (conf/template/masked_prompting.yaml).
-TAIL_SOURCE, TAIL_TARGET = "{head} {phrase} {mask}", "{mask} {tail}"
+if TYPE_CHECKING:
+    from mto.config import ObjectiveConfig
+
+# Tail filling renders records with the masked-prompting template, the format fine-tuning then uses.
+TAIL_TEMPLATE = "masked_prompting"
 
 
 @dataclass(frozen=True)
@@ -63,37 +56,34 @@ class SpanLengths:
     targets: int
 
 
+@OBJECTIVES.register("filling", "span_corruption")
 class FillingObjective:
     """Tail filling for records, T5 span corruption for texts (`form`: auto | tail | span)."""
 
-    def __init__(self, cfg: Any) -> None:
-        self.name = str(option(cfg, "name", "filling"))
-        form = str(option(cfg, "form", "auto"))
-        if form not in FORMS:
-            raise ConfigError(f"objective.form={form!r}: expected one of {', '.join(FORMS)}")
-        if self.name == "span_corruption":
-            if form == "tail":
-                raise ConfigError(
-                    "objective.form=tail contradicts objective.name=span_corruption (use filling)"
-                )
-            form = "span"
-        self.form = form
-        self.noise_density = float_option(cfg, "noise_density", 0.15, 0.0, 1.0, high_open=True)
-        if self.noise_density == 0.0:
-            raise ConfigError("objective.noise_density: must be above 0 (0 corrupts nothing)")
-        self.mean_noise_span_length = float_option(
-            cfg, "mean_noise_span_length", 3.0, 1.0, float("inf"), high_open=True
-        )
-        self.input_length = int_option(cfg, "input_length", DEFAULT_INPUT_LENGTH, minimum=3)
-        self.pack = bool_option(cfg, "pack", True)
-        self.random_roll = bool_option(cfg, "random_roll", False)
-        self.random_noise_count = bool_option(cfg, "random_noise_count", False)
-        self.lengths = span_lengths(
-            self.input_length,
-            self.noise_density,
-            self.mean_noise_span_length,
-            self.random_roll,
-            self.random_noise_count,
+    def __init__(self, cfg: ObjectiveConfig) -> None:
+        self.name = cfg.name
+        self.form = "span" if cfg.name == "span_corruption" else cfg.form
+        self.noise_density = cfg.noise_density
+        self.mean_noise_span_length = cfg.mean_noise_span_length
+        self.input_length = cfg.input_length
+        self.pack = cfg.pack
+        self.random_roll = cfg.random_roll
+        self.random_noise_count = cfg.random_noise_count
+        self.lengths = self.validate(cfg)
+
+    @staticmethod
+    def validate(cfg: ObjectiveConfig) -> SpanLengths:
+        """Refuse what cannot corrupt a text; the block and corrupted lengths of the settings."""
+        if cfg.name == "span_corruption" and cfg.form == "tail":
+            raise ConfigError("objective.form=tail contradicts objective.name=span_corruption (use filling)")
+        if cfg.input_length < 3:
+            raise ConfigError(f"objective.input_length={cfg.input_length}: expected an integer >= 3")
+        return span_lengths(
+            cfg.input_length,
+            cfg.noise_density,
+            cfg.mean_noise_span_length,
+            cfg.random_roll,
+            cfg.random_noise_count,
         )
 
     def features(self, material: Material, tokenizer: Any, rng: random.Random) -> list[dict]:
@@ -141,7 +131,9 @@ class FillingObjective:
             noise, spans = noise_counts(length, self.noise_density, self.mean_noise_span_length)
         return random_spans_mask(length, noise, spans, rng, self.random_roll)
 
-    def check(self, block: list[int], mask: list[bool], inputs: list[int], targets: list[int]) -> None:
+    def check(
+        self, block: list[int], mask: list[bool], inputs: list[int], targets: list[int]
+    ) -> None:
         """Refuse corrupted examples whose lengths differ from what the definition says (a bug if hit).
 
         Like the length check of transformers' T5 MLM collator: every full block of the default setting
@@ -161,7 +153,7 @@ class FillingObjective:
 
 def tail_filling_features(records: list[dict], phrases: dict[str, str], tokenizer: Any) -> list[dict]:
     """Each record as "{head} {phrase} <extra_id_0>" -> "<extra_id_0> {tail}"."""
-    template = Template("tail_filling", TAIL_SOURCE, TAIL_TARGET, objective="filling", phrases=phrases)
+    template = load_template(TAIL_TEMPLATE, phrases)
     pairs = [template.render(r, lambda i: sentinel(tokenizer, i)) for r in records]
     return pair_features(tokenizer, pairs)
 

@@ -8,19 +8,27 @@ LM-style form of mapping on running text.
 from __future__ import annotations
 
 import random
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from mto.objectives import Material, encode_with_specials, triple_sentence
+from mto.objectives import OBJECTIVES, Material, encode_with_specials, triple_sentence
 from mto.objectives.prefix_lm import PrefixLMObjective
 
+if TYPE_CHECKING:
+    from mto.config import ObjectiveConfig
 
+
+@OBJECTIVES.register("mapping")
 class MappingObjective:
     """Records: "{head} {phrase}" -> "{tail}"; texts: prefix LM."""
 
     name = "mapping"
 
-    def __init__(self, cfg: Any) -> None:
+    def __init__(self, cfg: ObjectiveConfig) -> None:
         self.prefix_lm = PrefixLMObjective(cfg)
+
+    @staticmethod
+    def validate(cfg: ObjectiveConfig) -> None:
+        PrefixLMObjective.validate(cfg)  # its raw texts go to prefix_lm
 
     def features(self, material: Material, tokenizer: Any, rng: random.Random) -> list[dict]:
         pairs = [triple_sentence(r, material.phrases) for r in material.records]

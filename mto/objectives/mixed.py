@@ -12,44 +12,49 @@ Their features come out grouped by objective, in the order the objectives are fi
 
 from __future__ import annotations
 
+import dataclasses
 import random
-from typing import Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 from mto.errors import ConfigError
-from mto.objectives import BASE_NAMES, Material, get_objective, mapping_option, option
+from mto.objectives import OBJECTIVES, Material, get_objective
+
+if TYPE_CHECKING:
+    from mto.config import ObjectiveConfig
 
 
-class _Renamed:
-    """The mixed config seen as the config of one sub-objective: its name changed, all else shared."""
-
-    def __init__(self, cfg: Any, name: str) -> None:
-        self._cfg = cfg
-        self.name = name
-
-    def __getattr__(self, key: str) -> Any:
-        return getattr(self._cfg, key)
+def base_names() -> list[str]:
+    """The objectives a mixture may route to: every one but itself."""
+    return [n for n in OBJECTIVES.names() if n != "mixed"]
 
 
+@OBJECTIVES.register("mixed")
 class MixedObjective:
     """Routes examples to sub-objectives by group, a default, or seeded draws by rates."""
 
     name = "mixed"
 
-    def __init__(self, cfg: Any) -> None:
-        self.by_group = {
-            k: _check_name(v, f"by_group.{k}") for k, v in (mapping_option(cfg, "by_group") or {}).items()
+    def __init__(self, cfg: ObjectiveConfig) -> None:
+        self.by_group, self.default, self.rates = self.validate(cfg)
+        needed = set(self.by_group.values()) | set(self.rates or {}) | ({self.default} - {None})
+        # Each sub-objective reads the shared options under its own name (and validates them so).
+        self.objectives = {n: get_objective(dataclasses.replace(cfg, name=n)) for n in sorted(needed)}
+
+    @staticmethod
+    def validate(cfg: ObjectiveConfig) -> tuple[dict[str, str], str | None, dict[str, float] | None]:
+        """(by_group, default, rates) checked; a ConfigError naming the key otherwise."""
+        by_group = {
+            str(k): _check_name(v, f"by_group.{k}") for k, v in _mapping(cfg.by_group, "by_group").items()
         }
-        default = option(cfg, "default", None)
-        self.default = None if default is None else _check_name(default, "default")
-        self.rates = _check_rates(mapping_option(cfg, "rates"))
-        if not (self.by_group or self.default or self.rates):
+        default = None if cfg.default is None else _check_name(cfg.default, "default")
+        rates = _check_rates(_mapping(cfg.rates, "rates"))
+        if not (by_group or default or rates):
             raise ConfigError(
                 "objective=mixed needs objective.by_group (group -> objective), objective.rates "
                 "(objective -> weight) or objective.default"
             )
-        needed = set(self.by_group.values()) | set(self.rates or {}) | ({self.default} - {None})
-        self.objectives = {name: get_objective(_Renamed(cfg, name)) for name in sorted(needed)}
-
+        return by_group, default, rates
     def route(self, group: str | None, rng: random.Random) -> str:
         """The objective of one example with this group label (None: a raw text)."""
         if group is not None and group in self.by_group:
@@ -81,13 +86,21 @@ class MixedObjective:
         return features
 
 
+def _mapping(value: Any, key: str) -> dict:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"objective.{key}: expected a mapping, got {value!r}")
+    return dict(value)
+
+
 def _check_name(name: Any, key: str) -> str:
-    if name not in BASE_NAMES:
-        raise ConfigError(f"objective.{key}={name!r}: expected one of {', '.join(BASE_NAMES)}")
+    if name not in base_names():
+        raise ConfigError(f"objective.{key}={name!r}: expected one of {', '.join(base_names())}")
     return str(name)
 
 
-def _check_rates(rates: dict[str, Any] | None) -> dict[str, float] | None:
+def _check_rates(rates: dict[str, Any]) -> dict[str, float] | None:
     """Objective -> non-negative weight, at least one positive; None when unset."""
     if not rates:
         return None

@@ -11,26 +11,28 @@ from __future__ import annotations
 
 import math
 import random
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mto.errors import ConfigError
-from mto.objectives import (
-    DEFAULT_INPUT_LENGTH,
-    Material,
-    encode_plain,
-    full_sentence,
-    int_option,
-    special_frame,
-)
+from mto.objectives import OBJECTIVES, Material, encode_plain, full_sentence, special_frame
+
+if TYPE_CHECKING:
+    from mto.config import ObjectiveConfig
 
 
+@OBJECTIVES.register("prefix_lm")
 class PrefixLMObjective:
     """Prefix -> continuation at a uniform random split point."""
 
     name = "prefix_lm"
 
-    def __init__(self, cfg: Any) -> None:
-        self.input_length = int_option(cfg, "input_length", DEFAULT_INPUT_LENGTH, minimum=2)
+    def __init__(self, cfg: ObjectiveConfig) -> None:
+        self.input_length = cfg.input_length
+
+    @staticmethod
+    def validate(cfg: ObjectiveConfig) -> None:
+        """Nothing beyond ObjectiveConfig's own ranges: the frame of special tokens that must fit the
+        input is the tokenizer's, known only in `features`."""
 
     def features(self, material: Material, tokenizer: Any, rng: random.Random) -> list[dict]:
         texts = [full_sentence(r, material.phrases) for r in material.records] + list(material.texts)

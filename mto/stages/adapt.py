@@ -13,14 +13,16 @@ saved in `model/`; `mto train adapt_run=<this run>` starts from it and records t
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 from collections.abc import Callable
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from mto import training
+from mto.config import MtoConfig, ObjectiveConfig, plain, typed
 from mto.errors import DataError
 from mto.objectives import Material, get_objective
 from mto.runs import Run
@@ -43,10 +45,10 @@ def read_text_files(files: list[str]) -> list[str]:
     return texts
 
 
-def adaptation_material(cfg: DictConfig, task: TaskData) -> Material:
+def adaptation_material(cfg: MtoConfig, task: TaskData) -> Material:
     """What the objective learns from: the task's records (training pool) and/or raw documents."""
     records: list[dict] = []
-    source = getattr(cfg.adapt.source, "value", cfg.adapt.source)
+    source = cfg.adapt.source
     if source in ("task", "both"):
         pool = list(task.train)
         if cfg.adapt.include_test_heads:
@@ -67,15 +69,16 @@ def adaptation_material(cfg: DictConfig, task: TaskData) -> Material:
     return Material(records=records, texts=texts, phrases=dict(cfg.phrases))
 
 
-def auto_objective(cfg: DictConfig) -> DictConfig:
-    """`objective=auto`: the mixed objective with the per-relation decisions of `mto match`."""
+def auto_objective(cfg: MtoConfig) -> ObjectiveConfig:
+    """`objective=auto`: the mixed objective with the per-relation decisions of `mto match` (the other
+    objective options as configured)."""
     from mto.stages.match import FILLING, read_match
 
     decisions = read_match(cfg.match_run)["decisions"]
     families = set(decisions.values())
     if len(families) == 1:
-        return OmegaConf.create({"name": FILLING if families == {FILLING} else "mapping"})
-    return OmegaConf.create({"name": "mixed", "by_group": dict(decisions), "default": FILLING})
+        return dataclasses.replace(cfg.objective, name=FILLING if families == {FILLING} else "mapping")
+    return dataclasses.replace(cfg.objective, name="mixed", by_group=dict(decisions), default=FILLING)
 
 
 def epoch_features(objective, material: Material, tokenizer, seed: int) -> Callable[[int], list[dict]]:
@@ -104,6 +107,7 @@ def main(cfg: DictConfig) -> dict:
     with Run(out_dir, cfg) as run:
         if cfg.match_run:
             run.record(lineage={"match_run": str(Path(cfg.match_run).resolve())})
+        cfg = typed(cfg)
         precision = steps.setup(cfg)
         task = steps.get_task(cfg)
         run.record(data_fingerprint=task.fingerprint)
@@ -135,7 +139,7 @@ def main(cfg: DictConfig) -> dict:
             adapt_examples=len(features),
             adapt_records=len(material.records),
             adapt_texts=len(material.texts),
-            objective=OmegaConf.to_container(objective_cfg, resolve=True),
+            objective=plain(objective_cfg),
             adapt_seconds=result.seconds,
             precision=precision,
         )

@@ -21,6 +21,7 @@ from rich.console import Console
 from rich.table import Table
 
 from mto import training
+from mto.config import typed
 from mto.metrics import score_choices, score_generation
 from mto.runs import Run, atomic_write_json, atomic_write_text
 from mto.stages import steps
@@ -164,6 +165,7 @@ def main(cfg: DictConfig) -> dict:
                     "train_config_hash": parent.get("config_hash"),
                 }
             )
+        cfg = typed(cfg)
         precision = steps.setup(cfg)
         task = steps.get_task(cfg)
         run.record(data_fingerprint=task.fingerprint)

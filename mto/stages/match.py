@@ -28,6 +28,7 @@ from rich.console import Console
 from rich.table import Table
 
 from mto import training
+from mto.config import typed
 from mto.errors import ConfigError
 from mto.runs import Run, atomic_write_json, read_json
 from mto.stages import steps
@@ -157,6 +158,7 @@ def main(cfg: DictConfig) -> dict:
         if cfg.adapt_run:  # score an adapted model
             cfg, lineage = steps.start_from_adapt_run(cfg)
             run.record(lineage=lineage)
+        cfg = typed(cfg)
         precision = steps.setup(cfg)
         task = steps.get_task(cfg)
         run.record(data_fingerprint=task.fingerprint)

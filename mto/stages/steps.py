@@ -35,7 +35,10 @@ def stage_main(fn: Callable[[DictConfig], dict]) -> Callable[[DictConfig], dict]
 
     @functools.wraps(fn)
     def task(cfg: DictConfig) -> dict:
-        if cfg.skip_completed:
+        skip_completed = cfg.skip_completed
+        if skip_completed is None:  # on in a sweep, off for one run
+            skip_completed = HydraConfig.get().mode == RunMode.MULTIRUN
+        if skip_completed:
             twin = find_twin(outputs_root(job_dir()), cfg.stage, config_hash(cfg), job_dir())
             if twin is not None:
                 return skip(cfg, twin)
@@ -132,7 +135,7 @@ def tokenizer_corpus(cfg: DictConfig, task: TaskData) -> list[str]:
 
 def get_model(cfg: DictConfig, task: TaskData | None):
     """(tokenizer, model) of `cfg.model`; with `cfg.tuning.adapter`, that base with the adapter on it."""
-    if cfg.tuning.get("adapter"):
+    if cfg.tuning.adapter:
         tokenizer, model = tuning.load_tuned(cfg)
     else:
         corpus = (lambda: tokenizer_corpus(cfg, task)) if task is not None else None

@@ -11,6 +11,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from mto import training, tuning
+from mto.config import typed
 from mto.runs import Run
 from mto.stages import steps
 from mto.stages.eval import evaluate_all
@@ -27,6 +28,7 @@ def main(cfg: DictConfig) -> dict:
             run.record(lineage=lineage)
         if cfg.match_run:
             run.record(lineage={**run.info["lineage"], "match_run": str(Path(cfg.match_run).resolve())})
+        cfg = typed(cfg)
         precision = steps.setup(cfg)
         task = steps.get_task(cfg)
         run.record(data_fingerprint=task.fingerprint)

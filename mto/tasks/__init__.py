@@ -22,14 +22,18 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
 
-from omegaconf.errors import MissingMandatoryValue
-
+from mto.config import SPLITS
 from mto.errors import ConfigError, DataError
+from mto.registry import Registry
 
-KINDS = ("atomic", "synthetic", "qa", "text2text")
-SPLITS = ("train", "dev", "test")
+if TYPE_CHECKING:
+    from mto.config import DataConfig
+
+# data.kind -> loader: `loader(data_config) -> TaskData`. A new task format is its module here (registering
+# its loader with `@TASKS.register("kind")`) plus its YAML in conf/data/.
+TASKS = Registry("kind", "mto.tasks")
 METRICS = ("generation", "choice")
 
 
@@ -74,63 +78,9 @@ class TaskData:
         return list(seen)
 
 
-def _optional(cfg: Any, key: str) -> Any:
-    """`cfg.key`, or None when absent or left as OmegaConf's mandatory `???`."""
-    try:
-        return getattr(cfg, key, None)
-    except MissingMandatoryValue:
-        return None
+def load_task(cfg: DataConfig) -> TaskData:
+    """Load the task that the `data` config describes (its `kind`'s registered loader)."""
+    return TASKS.get(cfg.kind, "data.kind")(cfg)
 
 
-def load_task(cfg: Any) -> TaskData:
-    """Load the task that the `data` config describes (dispatch on `cfg.kind`)."""
-    # Imported here: the submodules import TaskData from this package.
-    from mto.tasks.atomic import load_atomic
-    from mto.tasks.synthetic import world_dir
-
-    kind = getattr(cfg, "kind", None)
-    options = dict(
-        relations=getattr(cfg, "relations", None),
-        n_train=getattr(cfg, "n_train", None),
-        sample_seed=getattr(cfg, "sample_seed", 0),
-        drop_none=getattr(cfg, "drop_none", True),
-    )
-    if kind == "atomic":
-        path = _optional(cfg, "path")
-        if not path:
-            raise ConfigError(
-                "data.path: required when data.kind=atomic "
-                "(a folder with train.tsv, dev.tsv, test.tsv in ATOMIC-2020 format)"
-            )
-        return load_atomic(path, name=getattr(cfg, "name", None) or "atomic", **options)
-    if kind == "synthetic":
-        folder = world_dir(n_heads=getattr(cfg, "n_heads", 600), seed=getattr(cfg, "world_seed", 0))
-        return load_atomic(folder, name=getattr(cfg, "name", None) or "synthetic", **options)
-    if kind in ("qa", "text2text"):
-        return _load_file_task(cfg, kind)
-    raise ConfigError(f"data.kind: unknown kind {kind!r}; valid kinds: {', '.join(KINDS)}")
-
-
-def _load_file_task(cfg: Any, kind: str) -> TaskData:
-    """`qa` and `text2text`: JSON Lines/CSV files under `data.path`, or the hub when `data.path` is null."""
-    from mto.tasks.qa import load_qa
-    from mto.tasks.text2text import load_text2text
-
-    options = dict(
-        path=_optional(cfg, "path"),
-        fields=getattr(cfg, "fields", None),
-        files=getattr(cfg, "files", None),
-        n_train=getattr(cfg, "n_train", None),
-        sample_seed=getattr(cfg, "sample_seed", 0),
-        name=getattr(cfg, "name", None) or kind,
-        hub=getattr(cfg, "hub", None),
-        subset=getattr(cfg, "subset", None),
-        revision=getattr(cfg, "revision", None),
-        hub_splits=getattr(cfg, "hub_splits", None),
-    )
-    if kind == "qa":
-        return load_qa(answer_is=getattr(cfg, "answer_is", "label"), **options)
-    return load_text2text(**options)
-
-
-__all__ = ["KINDS", "METRICS", "SPLITS", "TaskData", "load_task"]
+__all__ = ["METRICS", "SPLITS", "TASKS", "TaskData", "load_task"]

@@ -13,11 +13,14 @@ import hashlib
 import random
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mto.cache import fingerprint as hash_object
 from mto.errors import ConfigError, DataError
-from mto.tasks import TaskData
+from mto.tasks import TASKS, TaskData
+
+if TYPE_CHECKING:
+    from mto.config import DataConfig
 
 SPLITS = ("train", "dev", "test")
 COLUMNS = ("head", "relation", "tail")
@@ -167,6 +170,24 @@ def n_train_option(n_train: Any) -> int | None:
     if isinstance(n_train, bool) or not isinstance(n_train, int) or n_train < 1:
         raise ConfigError(f"data.n_train: expected a positive integer or null, got {n_train!r}")
     return n_train
+
+
+@TASKS.register("atomic")
+def atomic_task(cfg: DataConfig) -> TaskData:
+    """`data.kind=atomic`: the folder `data.path` in the ATOMIC-2020 release format."""
+    if not cfg.path:
+        raise ConfigError(
+            "data.path: required when data.kind=atomic "
+            "(a folder with train.tsv, dev.tsv, test.tsv in ATOMIC-2020 format)"
+        )
+    return load_atomic(cfg.path, **selection(cfg), name=cfg.name or "atomic")
+
+
+def selection(cfg: DataConfig) -> dict[str, Any]:
+    """The options of `load_atomic` that choose relations, few-shot heads and `none` tails."""
+    return dict(
+        relations=cfg.relations, n_train=cfg.n_train, sample_seed=cfg.sample_seed, drop_none=cfg.drop_none
+    )
 
 
 def load_atomic(

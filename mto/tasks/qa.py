@@ -28,24 +28,27 @@ from __future__ import annotations
 
 import string
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mto.errors import ConfigError, DataError
-from mto.tasks import TaskData
+from mto.tasks import TASKS, TaskData
 from mto.tasks.atomic import n_train_option
 from mto.tasks.rows import (
     Missing,
     Row,
     eval_hint,
     field_map,
+    file_task_options,
     get,
     load_rows,
     lookup,
-    plain,
     sample,
     task_fingerprint,
     text_value,
 )
+
+if TYPE_CHECKING:
+    from mto.config import DataConfig
 
 # name -> required
 QA_FIELDS = {
@@ -57,7 +60,6 @@ NO_ANSWER = ("", "-1")  # how unlabelled splits spell "no answer" (CSQA test: ""
 
 def qa_fields(fields: Any) -> dict[str, Any]:
     """`data.fields` for QA: `choices` may also be a list of field paths."""
-    fields = plain(fields)
     choices = fields.get("choices") if isinstance(fields, Mapping) else None
     if isinstance(choices, list):
         if len(choices) < 2 or not all(isinstance(c, str) and c.strip() for c in choices):
@@ -193,6 +195,12 @@ def qa_record(row: Row, fields: Mapping[str, Any], kind: str, split: str, index:
         "tails": [choices[gold]],
         "group": name,
     }
+
+
+@TASKS.register("qa")
+def qa_task(cfg: DataConfig) -> TaskData:
+    """`data.kind=qa`: files under `data.path`, or the hub dataset `data.hub` when `data.path` is null."""
+    return load_qa(answer_is=cfg.answer_is, **file_task_options(cfg, "qa"))
 
 
 def load_qa(

@@ -27,11 +27,14 @@ import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mto.cache import fingerprint as hash_object
 from mto.errors import ConfigError, DataError
 from mto.tasks import SPLITS
+
+if TYPE_CHECKING:
+    from mto.config import DataConfig
 
 EXTENSIONS = (".jsonl", ".csv")
 DEFAULT_HUB_SPLITS = {"train": "train", "dev": "validation", "test": "test"}
@@ -48,20 +51,17 @@ class Missing(Exception):
 # ---------------------------------------------------------------------------------------------
 
 
-def plain(value: Any) -> Any:
-    """An OmegaConf node, a SimpleNamespace or a plain value as plain dicts/lists/scalars."""
-    from omegaconf import OmegaConf
-
-    if OmegaConf.is_config(value):
-        return OmegaConf.to_container(value, resolve=True)
-    if hasattr(value, "__dict__") and not isinstance(value, type):
-        return {k: plain(v) for k, v in vars(value).items()}
-    return value
+def file_task_options(cfg: DataConfig, kind: str) -> dict[str, Any]:
+    """The options of a task read from JSON Lines/CSV files under `data.path` (or a hub dataset)."""
+    return dict(
+        path=cfg.path, fields=cfg.fields, files=cfg.files, n_train=cfg.n_train,
+        sample_seed=cfg.sample_seed, name=cfg.name or kind,
+        hub=cfg.hub, subset=cfg.subset, revision=cfg.revision, hub_splits=cfg.hub_splits,
+    )  # fmt: skip
 
 
 def field_map(fields: Any, spec: Mapping[str, bool], kind: str) -> dict[str, Any]:
     """Check `data.fields` against `spec` (name -> required); returns the plain mapping."""
-    fields = plain(fields)
     if fields is None:
         raise ConfigError(f"data.fields: required when data.kind={kind} (keys: {', '.join(spec)})")
     if not isinstance(fields, Mapping):
@@ -222,7 +222,7 @@ def split_files(path: str | Path, files: Any) -> dict[str, Path | None]:
     folder = Path(path).expanduser()
     if not folder.is_dir():
         raise DataError(f"data.path: {folder} not found; expected a folder of train/dev/test .jsonl or .csv")
-    names = plain(files) or {}
+    names = dict(files or {})
     if not isinstance(names, Mapping):
         raise ConfigError(f"data.files: expected a mapping such as {{train: train.jsonl}}, got {names!r}")
     for key in names:
@@ -304,7 +304,7 @@ def load_rows(
             digests[split] = hashlib.sha256(data).hexdigest()
         source = str(Path(path).expanduser().resolve())
     elif hub:
-        names = {**DEFAULT_HUB_SPLITS, **(plain(hub_splits) or {})}
+        names = {**DEFAULT_HUB_SPLITS, **(hub_splits or {})}
         for key in names:
             if key not in SPLITS:
                 raise ConfigError(f"data.hub_splits.{key}: unknown split; valid: {', '.join(SPLITS)}")

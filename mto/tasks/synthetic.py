@@ -19,9 +19,15 @@ from __future__ import annotations
 import random
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mto.cache import cached_dir, fingerprint
 from mto.errors import ConfigError
+from mto.tasks import TASKS, TaskData
+from mto.tasks.atomic import load_atomic, selection
+
+if TYPE_CHECKING:
+    from mto.config import DataConfig
 
 # Bump when a change below alters the generated files: it is part of the cache key.
 GENERATOR_VERSION = 1
@@ -462,6 +468,14 @@ def write_world(folder: Path, n_heads: int, seed: int) -> None:
 def world_key(n_heads: int, seed: int) -> str:
     """Cache key: the generator's parameters and version."""
     return fingerprint({"n_heads": n_heads, "seed": seed, "version": GENERATOR_VERSION})
+
+
+@TASKS.register("synthetic")
+def synthetic_task(cfg: DataConfig) -> TaskData:
+    """`data.kind=synthetic`: the world of `data.n_heads` heads from `data.world_seed`, written in the
+    ATOMIC-2020 format (cached) and read like it."""
+    folder = world_dir(n_heads=cfg.n_heads, seed=cfg.world_seed)
+    return load_atomic(folder, **selection(cfg), name=cfg.name or "synthetic")
 
 
 def world_dir(n_heads: int = 600, seed: int = 0) -> Path:

@@ -15,12 +15,24 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mto.errors import DataError
-from mto.tasks import TaskData
+from mto.tasks import TASKS, TaskData
 from mto.tasks.atomic import n_train_option
-from mto.tasks.rows import Row, field_map, get, load_rows, sample, task_fingerprint, text_value
+from mto.tasks.rows import (
+    Row,
+    field_map,
+    file_task_options,
+    get,
+    load_rows,
+    sample,
+    task_fingerprint,
+    text_value,
+)
+
+if TYPE_CHECKING:
+    from mto.config import DataConfig
 
 TEXT2TEXT_FIELDS = {"source": True, "target": True, "group": False, "id": False}  # name -> required
 
@@ -62,6 +74,12 @@ def text2text_record(row: Row, fields: Mapping[str, str], split: str, index: int
         "tails": tails,
         "group": text_value(row, fields["group"], "group") if "group" in fields else name,
     }
+
+
+@TASKS.register("text2text")
+def text2text_task(cfg: DataConfig) -> TaskData:
+    """`data.kind=text2text`: files under `data.path`, or the hub dataset `data.hub` (path null)."""
+    return load_text2text(**file_task_options(cfg, "text2text"))
 
 
 def load_text2text(

@@ -23,13 +23,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mto.config import plain
 from mto.errors import ConfigError
-from mto.tuning import base as base_model
-from mto.tuning import peft_methods, soft
+from mto.registry import Registry
 
 log = logging.getLogger("mto")
 
-METHODS = ("full", "prompt", "prefix", "lora", "soft")
+# tuning.method -> the method's class (`validate(tuning_config)` checks its settings). A new method is its
+# module here plus its YAML in conf/tuning/.
+TUNING_METHODS = Registry("tuning method", "mto.tuning")
+
+# The methods' modules register into the table above, so they are imported after it.
+from mto.tuning import base as base_model  # noqa: E402
+from mto.tuning import peft_methods, soft  # noqa: E402
+
 METADATA = "mto_adapter.json"
 SOFT_TEMPLATES = "pre_prompt, post_prompt, masked_pre_prompt, masked_post_prompt"
 
@@ -45,43 +52,18 @@ class TuningState:
     extra: dict = field(default_factory=dict)  # method details (soft: token names, sizes)
 
 
-def value(x: Any) -> Any:
-    """An enum's value, anything else as is."""
-    return getattr(x, "value", x)
+@TUNING_METHODS.register("full")
+class FullTuning:
+    """Every weight trains; the model is left as it is and saved whole."""
+
+    @staticmethod
+    def validate(t: Any) -> None:
+        if t.peft:
+            raise ConfigError("tuning.peft: set for tuning=full, which trains every weight (a PEFT method?)")
 
 
 def method_of(t: Any) -> str:
-    return str(value(getattr(t, "method", "full")))
-
-
-def validate(t: Any) -> None:
-    """Refuse settings no method could use, naming the key."""
-    method = method_of(t)
-    if method not in METHODS:
-        raise ConfigError(f"tuning.method={method}: expected one of {', '.join(METHODS)}")
-    if t.lr is not None and not t.lr > 0:
-        raise ConfigError(f"tuning.lr={t.lr}: expected a positive learning rate (or null: train.lr)")
-    if method in ("prompt", "prefix") and int(t.num_virtual_tokens) < 1:
-        raise ConfigError(f"tuning.num_virtual_tokens={t.num_virtual_tokens}: expected at least 1")
-    if method in ("prompt", "soft") and value(t.init) == "text" and not t.init_text:
-        raise ConfigError("tuning.init=text needs tuning.init_text (the words to start the prompt from)")
-    if t.encoder_hidden_size is not None and int(t.encoder_hidden_size) < 1:
-        raise ConfigError(f"tuning.encoder_hidden_size={t.encoder_hidden_size}: expected a positive size")
-    if method == "lora":
-        if int(t.r) < 1:
-            raise ConfigError(f"tuning.r={t.r}: the LoRA rank must be at least 1")
-        if not float(t.alpha) > 0:
-            raise ConfigError(f"tuning.alpha={t.alpha}: expected a positive LoRA alpha")
-        if not 0 <= float(t.dropout) < 1:
-            raise ConfigError(f"tuning.dropout={t.dropout}: expected a probability in [0, 1)")
-
-
-def _plain(t: Any) -> dict:
-    from omegaconf import DictConfig, OmegaConf
-
-    if isinstance(t, DictConfig):
-        return OmegaConf.to_container(t, resolve=True, enum_to_str=True)
-    return {k: value(v) for k, v in vars(t).items()}
+    return str(t.method)
 
 
 def _groups(task: Any) -> list[str]:
@@ -96,7 +78,7 @@ def _relations(task: Any) -> list[str]:
 
 def _init_texts(t: Any, task: Any, phrases: dict[str, str]) -> list[str]:
     """Texts a prompt shared by all relations starts from: `init_text`, or every relation's phrase."""
-    init = value(t.init)
+    init = t.init
     if init == "text":
         return [t.init_text]
     if init == "phrase":
@@ -128,7 +110,6 @@ def apply_tuning(model: Any, tokenizer: Any, cfg: Any, template: Any, task: Any)
         raise ConfigError(
             f"tuning.adapter={t.adapter}: adapters are loaded to evaluate; training starts a new one"
         )
-    validate(t)
     if method == "soft" and not n_soft:
         raise ConfigError(
             f"tuning=soft needs a template with {{soft:N}} placeholders ({SOFT_TEMPLATES}), not "
@@ -136,13 +117,13 @@ def apply_tuning(model: Any, tokenizer: Any, cfg: Any, template: Any, task: Any)
         )
     base = base_model.identity(cfg.model, cfg.seed, model)
     phrases = dict(cfg.phrases or {})
-    state = TuningState(method=method, settings=_plain(t), base=base, base_tokenizer=tokenizer)
+    state = TuningState(method=method, settings=plain(t), base=base, base_tokenizer=tokenizer)
     if method == "soft":
         model, tokenizer, state.extra = soft.apply(
             model, tokenizer, t, n_soft, _groups(task), _relations(task), phrases, cfg.seed
         )
     else:
-        model = peft_methods.apply(model, tokenizer, t, method, _init_texts(t, task, phrases), cfg.seed)
+        model = peft_methods.apply(model, tokenizer, t, _init_texts(t, task, phrases), cfg.seed)
     model.mto_tuning = state
     model.mto_lr = t.lr  # read by mto.training.make_optimizer
     trainable, total = parameter_counts(model)

@@ -18,18 +18,13 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import torch
-from omegaconf import DictConfig, OmegaConf
 
 from mto.cache import fingerprint
+from mto.config import ModelConfig
 from mto.errors import ConfigError, MtoError
-
-
-def _plain(value: Any) -> Any:
-    return OmegaConf.to_container(value, resolve=True) if isinstance(value, DictConfig) else value
 
 
 def weights_fingerprint(model: torch.nn.Module) -> str:
@@ -49,10 +44,10 @@ def shapes_fingerprint(model: torch.nn.Module) -> str:
 
 def identity(model_cfg: Any, seed: int, model: torch.nn.Module) -> dict:
     """What identifies the base model `model` (loaded from the `model` config `model_cfg`)."""
-    build = _plain(getattr(model_cfg, "build", None))
+    build = dict(model_cfg.build) if model_cfg.build is not None else None
     record = {
         "name_or_path": str(model_cfg.name_or_path),
-        "revision": getattr(model_cfg, "revision", None),
+        "revision": model_cfg.revision,
         "build": build,
         "tokenizer_vocab_size": int(model_cfg.tokenizer_vocab_size) if build is not None else None,
         "seed": int(seed) if build is not None else None,
@@ -72,10 +67,10 @@ def describe(base: dict) -> str:
 
 def check_same_base(recorded: dict, model_cfg: Any, adapter: Path) -> None:
     """Refuse to put an adapter on a base other than the one it was trained on."""
-    build = _plain(getattr(model_cfg, "build", None))
+    build = dict(model_cfg.build) if model_cfg.build is not None else None
     current = {
         "name_or_path": str(model_cfg.name_or_path),
-        "revision": getattr(model_cfg, "revision", None),
+        "revision": model_cfg.revision,
         "build": build,
         "tokenizer_vocab_size": int(model_cfg.tokenizer_vocab_size) if build is not None else None,
     }
@@ -104,9 +99,8 @@ def load_base(recorded: dict, adapter: Path, trust_remote_code: bool = False) ->
         model = build_t5(recorded["build"], tokenizer, int(recorded["seed"]))
         got, key = weights_fingerprint(model), "weights"
     else:
-        spec = SimpleNamespace(
+        spec = ModelConfig(
             name_or_path=recorded["name_or_path"],
-            build=None,
             revision=recorded.get("revision"),
             trust_remote_code=trust_remote_code,
         )

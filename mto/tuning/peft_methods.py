@@ -11,63 +11,86 @@ from __future__ import annotations
 import contextlib
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
+from mto.errors import ConfigError
+from mto.tuning import TUNING_METHODS
 from mto.tuning.vectors import initial_vectors
 
-PEFT_METHODS = ("prompt", "prefix", "lora")
+if TYPE_CHECKING:
+    from mto.config import TuningConfig
+
+class PeftMethod:
+    """A PEFT method configured by PEFT's own config class: `tuning.peft` holds its keyword arguments."""
+
+    config_class = ""  # the name of the class in `peft`
+    fixed: dict[str, Any] = {}  # arguments mto sets itself (the user's `tuning.peft` may not override them)
+
+    @classmethod
+    def validate(cls, t: TuningConfig) -> None:
+        """Build the PEFT config once, so PEFT refuses bad settings when the config is validated."""
+        peft_config(t)
 
 
-def peft_config(method: str, t: Any) -> Any:
-    """The PEFT config of `method` from the `tuning` settings `t`."""
-    from peft import LoraConfig, PrefixTuningConfig, PromptTuningConfig, PromptTuningInit, TaskType
-
-    task = TaskType.SEQ_2_SEQ_LM
-    if method == "prompt":
-        # One set of virtual tokens, in front of the encoder's input: PEFT's seq2seq default (2 "transformer
-        # submodules") allocates a second set for the decoder that prompt tuning never reads.
-        return PromptTuningConfig(
-            task_type=task,
-            num_virtual_tokens=int(t.num_virtual_tokens),
-            num_transformer_submodules=1,
-            prompt_tuning_init=PromptTuningInit.RANDOM,  # overwritten from `tuning.init` (vectors.py)
-        )
-    if method == "prefix":
-        return PrefixTuningConfig(
-            task_type=task,
-            num_virtual_tokens=int(t.num_virtual_tokens),
-            prefix_projection=bool(t.prefix_projection),
-            encoder_hidden_size=t.encoder_hidden_size,
-        )
-    if method == "lora":
-        targets = list(t.target_modules) if t.target_modules else None
-        return LoraConfig(
-            task_type=task,
-            r=int(t.r),
-            lora_alpha=float(t.alpha),
-            lora_dropout=float(t.dropout),
-            target_modules=targets,
-            bias="none",
-        )
-    raise ValueError(method)
+@TUNING_METHODS.register("prompt")
+class PromptTuning(PeftMethod):
+    # One set of virtual tokens, in front of the encoder's input: PEFT's seq2seq default (2 "transformer
+    # submodules") allocates a second set for the decoder that prompt tuning never reads. The vectors'
+    # start is ours (`tuning.init`, vectors.py), written over PEFT's random one.
+    config_class = "PromptTuningConfig"
+    fixed = {"num_transformer_submodules": 1, "prompt_tuning_init": "RANDOM"}
 
 
-def apply(model: Any, tokenizer: Any, t: Any, method: str, init_texts: list[str], seed: int) -> Any:
-    """`model` wrapped by PEFT for `method`; prompt tuning's vectors set from `tuning.init`."""
+@TUNING_METHODS.register("prefix")
+class PrefixTuning(PeftMethod):
+    config_class = "PrefixTuningConfig"
+
+
+@TUNING_METHODS.register("lora")
+class Lora(PeftMethod):
+    config_class = "LoraConfig"
+    fixed = {"bias": "none"}  # adapters hold the low-rank matrices only
+
+
+def peft_config(t: TuningConfig) -> Any:
+    """PEFT's config of `tuning.method` from `tuning.peft`; PEFT's refusals as one-line ConfigErrors."""
+    import peft
+
+    method = TUNING_METHODS.get(t.method, "tuning.method")
+    given = dict(t.peft or {})
+    for key in set(given) & set(method.fixed):
+        raise ConfigError(f"tuning.peft.{key}: set by mto for tuning={t.method}; remove it")
+    with peft_errors(method.config_class):
+        config_class = getattr(peft, method.config_class)
+        return config_class(task_type=peft.TaskType.SEQ_2_SEQ_LM, **method.fixed, **given)
+
+
+@contextlib.contextmanager
+def peft_errors(what: str):
+    """PEFT's (and torch's, while PEFT builds modules) refusals of settings as one ConfigError line."""
+    try:
+        yield
+    except (TypeError, ValueError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ConfigError(f"tuning.peft ({what}): {first}") from None
+
+
+def apply(model: Any, tokenizer: Any, t: TuningConfig, init_texts: list[str], seed: int) -> Any:
+    """`model` wrapped by PEFT for `tuning.method`; prompt tuning's vectors set from `tuning.init`."""
     from peft import get_peft_model
 
-    config = peft_config(method, t)
-    if method == "prefix" and config.prefix_projection and not config.encoder_hidden_size:
+    config = peft_config(t)
+    if t.method == "prefix" and config.prefix_projection and not config.encoder_hidden_size:
         config.encoder_hidden_size = model.config.d_model
     embeddings = model.get_input_embeddings()
-    with quiet():
+    with quiet(), peft_errors(type(config).__name__):
         peft_model = get_peft_model(model, config)
-    if method == "prompt":
+    if t.method == "prompt":
         weight = peft_model.prompt_encoder["default"].embedding.weight
         vectors = initial_vectors(
-            _value(t.init),
+            t.init,
             weight.shape[0],
             embeddings,
             weight.shape[1],
@@ -105,7 +128,3 @@ def quiet():
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing", category=FutureWarning)
         yield
-
-
-def _value(x: Any) -> str:
-    return str(getattr(x, "value", x))

@@ -35,13 +35,17 @@ import json
 import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from mto.errors import ConfigError
+from mto.tuning import TUNING_METHODS
 from mto.tuning.vectors import initial_vectors, phrase_text
+
+if TYPE_CHECKING:
+    from mto.config import TuningConfig
 
 CONFIG_FILE = "soft_prompt.json"
 WEIGHTS_FILE = "soft_prompt.safetensors"
@@ -198,6 +202,16 @@ def soft_prompt(model: Any) -> SoftPrompt:
     return _encoder(model).embed_tokens.prompt
 
 
+@TUNING_METHODS.register("soft")
+class SoftPrompting:
+    """MTO soft prompts: trained tokens placed by the template's `{soft:N}`."""
+
+    @staticmethod
+    def validate(t: TuningConfig) -> None:
+        if t.peft:
+            raise ConfigError("tuning.peft: set for tuning=soft, which is not a PEFT method")
+
+
 # ---------------------------------------------------------------- apply, save, load
 def apply(
     model: Any,
@@ -215,7 +229,7 @@ def apply(
     sets = token_sets(n_tokens, groups if per_relation else None)
     embed = _encoder(model).embed_tokens
     dim = model.config.d_model
-    init = str(getattr(t.init, "value", t.init))
+    init = t.init
     rows = []
     for key in sets:
         if init == "text":
@@ -227,7 +241,7 @@ def apply(
         n_rows = embed.weight.shape[0]
         set_seed = seed + len(rows)  # a different draw for each set
         rows.append(initial_vectors(init, n_tokens, embed, dim, tokenizer, n_rows, texts, set_seed))
-    encoder = str(getattr(t.encoder, "value", t.encoder))
+    encoder = t.encoder
     prompt = SoftPrompt(len(sets), n_tokens, dim, encoder, t.encoder_hidden_size)
     prompt.to(embed.weight.device)
     with torch.no_grad():

@@ -1,4 +1,5 @@
-"""The one exception family the CLI turns into a one-line error and a non-zero exit."""
+"""The exceptions the CLI turns into a one-line error and a non-zero exit: the user-facing family
+(`MtoError`) and a training run stopped by a signal (`Interrupted`)."""
 
 
 class MtoError(Exception):
@@ -11,3 +12,7 @@ class DataError(MtoError):
 
 class ConfigError(MtoError):
     """A config value is missing or inconsistent (message names the key)."""
+
+
+class Interrupted(Exception):
+    """Training stopped on SIGTERM/SIGUSR1 after writing a checkpoint; the run can be resumed."""

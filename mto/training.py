@@ -32,6 +32,8 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from mto.errors import Interrupted
+
 log = logging.getLogger("mto")
 
 
@@ -276,10 +278,6 @@ def make_optimizer(model: torch.nn.Module, cfg, steps: int):
         return max(0.0, (steps - step) / max(1, steps - warmup))
 
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-
-
-class Interrupted(Exception):
-    """Training stopped on SIGTERM/SIGUSR1 after writing a checkpoint; the run can be resumed."""
 
 
 class StopSignals:

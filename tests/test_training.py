@@ -15,6 +15,7 @@ import torch
 from conftest import compose_train
 
 from mto import training
+from mto.errors import Interrupted
 from mto.objectives import Material, get_objective
 from mto.objectives.filling import merge_back, sentinel_ids
 from mto.stages import steps
@@ -166,7 +167,7 @@ def test_training_uses_each_epochs_features_and_resumes_within_a_resampled_epoch
     signal.signal(signal.SIGUSR1, signal.SIG_DFL)
     try:
         interrupted = copy.deepcopy(built)
-        with pytest.raises(training.Interrupted):
+        with pytest.raises(Interrupted):
             training.train_model(interrupted, tokenizer, first, cfg, "fp32", 7, checkpoint=checkpoint,
                                  resample=signal_at(2, features))  # fmt: skip
     finally:

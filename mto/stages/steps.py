@@ -19,7 +19,7 @@ from omegaconf.errors import OmegaConfBaseException
 import mto.config  # noqa: F401  (registers the resolvers a worker needs before configs resolve)
 from mto import training, tuning
 from mto.config import conf_dir
-from mto.errors import ConfigError, MtoError
+from mto.errors import ConfigError, Interrupted, MtoError
 from mto.models import load_tokenizer_and_model, sentinel
 from mto.runs import RUN_FILE, atomic_write_json, config_hash, find_twin, load_run, outputs_root, read_json
 from mto.tasks import TaskData, load_task
@@ -41,14 +41,14 @@ def stage_main(fn: Callable[[DictConfig], dict]) -> Callable[[DictConfig], dict]
                 return skip(cfg, twin)
         try:
             return fn(cfg)
-        except (MtoError, OmegaConfBaseException, training.Interrupted) as err:
+        except (MtoError, OmegaConfBaseException, Interrupted) as err:
             if HydraConfig.get().mode == RunMode.MULTIRUN:
                 raise
             message = str(err).strip().splitlines()[0]
-            if isinstance(err, training.Interrupted):
+            if isinstance(err, Interrupted):
                 message += f"; resume with `mto {cfg.stage} resume={job_dir()}`"
             sys.stderr.write(f"mto {cfg.stage}: error: {message}\n")
-            raise SystemExit(3 if isinstance(err, training.Interrupted) else 2) from None
+            raise SystemExit(3 if isinstance(err, Interrupted) else 2) from None
 
     return task
 

@@ -14,11 +14,13 @@ import torch
 from conftest import SMALL, compose_train, mto, read_json, run_dirs
 from omegaconf import OmegaConf
 
-from mto import training, tuning
+from mto import tuning
 from mto.errors import ConfigError
 from mto.models import sentinel
 from mto.stages import steps
 from mto.templates import Template, load_template, placeholders
+from mto.training.features import collate, tokenize_pairs
+from mto.training.loop import train_model
 from mto.tuning import base as base_model
 from mto.tuning import soft
 from mto.tuning.vectors import initial_vectors
@@ -91,8 +93,8 @@ def test_method_trains_only_its_parameters_and_reloads_exactly(tiny_world, case,
         assert len({ex["relation"] for split in (task.train, task.test) for ex in split}) == 9
 
     pairs = steps.render(template, task.train, tokenizer)
-    features = training.tokenize_pairs(tokenizer, pairs, 64, 32)
-    training.train_model(model, tokenizer, features, cfg.train, "fp32", cfg.seed)
+    features = tokenize_pairs(tokenizer, pairs, 64, 32)
+    train_model(model, tokenizer, features, cfg.train, "fp32", cfg.seed)
 
     # Every base weight bitwise as it was; every trained tensor moved.
     after = dict(model.named_parameters())
@@ -123,7 +125,7 @@ def test_method_trains_only_its_parameters_and_reloads_exactly(tiny_world, case,
     assert len(tokenizer2) == len(tokenizer)
     sources = [s for s, _ in steps.render(template, task.test[:6], tokenizer2)]
     assert sources == [s for s, _ in steps.render(template, task.test[:6], tokenizer)]
-    batch = training.collate(training.tokenize_pairs(tokenizer2, pairs[:6], 64, 32), 0)
+    batch = collate(tokenize_pairs(tokenizer2, pairs[:6], 64, 32), 0)
     model.eval()
     loaded.eval()
     with torch.no_grad():

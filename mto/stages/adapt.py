@@ -20,12 +20,12 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from mto import training
 from mto.errors import DataError
 from mto.objectives import Material, get_objective
 from mto.runs import Run
 from mto.stages import steps
 from mto.tasks import TaskData
+from mto.training.loop import train_model
 
 log = logging.getLogger("mto")
 
@@ -123,7 +123,7 @@ def main(cfg: DictConfig) -> dict:
             len(features),
         )
         checkpoint = steps.checkpoint_for(cfg)
-        result = training.train_model(
+        result = train_model(
             model, tokenizer, features, cfg.train, precision, cfg.seed, "adapt",
             checkpoint=checkpoint, resample=features_of if cfg.adapt.resample else None,
         )  # fmt: skip

@@ -27,11 +27,12 @@ from omegaconf import DictConfig
 from rich.console import Console
 from rich.table import Table
 
-from mto import training
 from mto.errors import ConfigError
 from mto.runs import Run, atomic_write_json, read_json
 from mto.stages import steps
 from mto.templates import load_template, sentinel_token_ids
+from mto.training.features import collate, tokenize_pairs
+from mto.training.runtime import autocast, device
 
 log = logging.getLogger("mto")
 
@@ -51,18 +52,16 @@ def sample_by_group(examples: list[dict], n: int, seed: int) -> dict[str, list[d
 def score_pairs(model, tokenizer, pairs: list[tuple[str, str]], cfg, precision: str) -> dict:
     """Mean gold-token NLL and mean gold-token rank (1 = the model's top token) over the answer tokens
     of `pairs`; each example weighs the same (its own token mean first)."""
-    features = training.tokenize_pairs(
-        tokenizer, pairs, cfg.train.max_source_length, cfg.train.max_target_length
-    )
+    features = tokenize_pairs(tokenizer, pairs, cfg.train.max_source_length, cfg.train.max_target_length)
     not_answer = set(tokenizer.all_special_ids) | set(sentinel_token_ids(tokenizer))
-    dev = training.device()
+    dev = device()
     nll_sum, rank_sum, n = 0.0, 0.0, 0
     model.eval()
     with torch.inference_mode():
         for start in range(0, len(features), cfg.match.batch_size):
-            batch = training.collate(features[start : start + cfg.match.batch_size], tokenizer.pad_token_id)
+            batch = collate(features[start : start + cfg.match.batch_size], tokenizer.pad_token_id)
             batch = {k: v.to(dev) for k, v in batch.items()}
-            with training.autocast(precision, dev):
+            with autocast(precision, dev):
                 logits = model(**batch).logits.float()
             labels = batch["labels"]
             answer = labels != -100

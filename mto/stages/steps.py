@@ -17,13 +17,15 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 import mto.config  # noqa: F401  (registers the resolvers a worker needs before configs resolve)
-from mto import training, tuning
+from mto import tuning
 from mto.config import conf_dir
 from mto.errors import ConfigError, Interrupted, MtoError
 from mto.models import load_tokenizer_and_model, sentinel
 from mto.runs import RUN_FILE, atomic_write_json, config_hash, find_twin, load_run, outputs_root, read_json
 from mto.tasks import TaskData, load_task
 from mto.templates import GroupedTemplate, Template, fill, load_template
+from mto.training.checkpoint import Checkpoint
+from mto.training.runtime import device, resolve_precision, seed_everything, set_threads
 
 log = logging.getLogger("mto")
 
@@ -64,7 +66,7 @@ def skip(cfg: DictConfig, twin: Path) -> dict:
     return info.get("figures", {})
 
 
-def checkpoint_for(cfg: DictConfig) -> training.Checkpoint:
+def checkpoint_for(cfg: DictConfig) -> Checkpoint:
     """This job's checkpoint folder; `resume=` must point at this very directory (the CLI sees to it)."""
     folder = job_dir() / "checkpoint"
     if cfg.resume and Path(cfg.resume).resolve() != job_dir().resolve():
@@ -73,10 +75,10 @@ def checkpoint_for(cfg: DictConfig) -> training.Checkpoint:
         )
     if cfg.resume and not (folder / "state.pt").is_file():
         log.warning("resume=%s: no checkpoint there; training starts from the beginning", cfg.resume)
-    return training.Checkpoint(folder, cfg.checkpoint.every)
+    return Checkpoint(folder, cfg.checkpoint.every)
 
 
-def drop_checkpoint(cfg: DictConfig, checkpoint: training.Checkpoint) -> None:
+def drop_checkpoint(cfg: DictConfig, checkpoint: Checkpoint) -> None:
     """A completed run needs no checkpoint (its model is saved) unless `checkpoint.keep`."""
     if not cfg.checkpoint.keep:
         shutil.rmtree(checkpoint.folder, ignore_errors=True)
@@ -98,10 +100,10 @@ def quiet_libraries() -> None:
 def setup(cfg: DictConfig) -> str:
     """Threads, seeds and precision for this process; returns the precision in effect (bf16 | fp32)."""
     quiet_libraries()
-    threads = training.set_threads(cfg.threads)
-    training.seed_everything(cfg.seed)
-    precision = training.resolve_precision(cfg.precision, training.device())
-    log.info("device %s, %d threads, precision %s", training.device(), threads, precision)
+    threads = set_threads(cfg.threads)
+    seed_everything(cfg.seed)
+    precision = resolve_precision(cfg.precision, device())
+    log.info("device %s, %d threads, precision %s", device(), threads, precision)
     return precision
 
 
@@ -137,7 +139,7 @@ def get_model(cfg: DictConfig, task: TaskData | None):
     else:
         corpus = (lambda: tokenizer_corpus(cfg, task)) if task is not None else None
         tokenizer, model = load_tokenizer_and_model(cfg.model, corpus=corpus, seed=cfg.seed)
-    model.to(training.device())
+    model.to(device())
     n_params = sum(p.numel() for p in model.parameters())
     log.info("model %s: %.2fM parameters", cfg.model.name_or_path, n_params / 1e6)
     return tokenizer, model

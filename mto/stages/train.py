@@ -10,10 +10,12 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from mto import training, tuning
+from mto import tuning
 from mto.runs import Run
 from mto.stages import steps
 from mto.stages.eval import evaluate_all
+from mto.training.features import cached_features
+from mto.training.loop import train_model
 
 log = logging.getLogger("mto")
 
@@ -36,11 +38,11 @@ def main(cfg: DictConfig) -> dict:
         model, tokenizer = tuning.apply_tuning(model, tokenizer, cfg, template, task)
 
         pairs = steps.render(template, task.train, tokenizer)
-        features, cached = training.cached_features(
+        features, cached = cached_features(
             tokenizer, pairs, cfg.train.max_source_length, cfg.train.max_target_length
         )
         checkpoint = steps.checkpoint_for(cfg)
-        result = training.train_model(
+        result = train_model(
             model, tokenizer, features, cfg.train, precision, cfg.seed, checkpoint=checkpoint
         )
         steps.save_model(model, tokenizer, out_dir / "model")

@@ -83,7 +83,7 @@ def test_method_trains_only_its_parameters_and_reloads_exactly(tiny_world, case,
     # The methods wrap the base's modules in place: its parameters stay the same objects (by id).
     frozen = {id(p): p.detach().clone() for p in model.parameters()}
     template = steps.get_template(cfg, task)
-    model, tokenizer = tuning.apply_tuning(model, base_tokenizer, cfg, template, task)
+    model, tokenizer, state = tuning.apply_tuning(model, base_tokenizer, cfg, template, task)
 
     trainable = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
     n_trainable, n_total = tuning.parameter_counts(model)
@@ -94,7 +94,9 @@ def test_method_trains_only_its_parameters_and_reloads_exactly(tiny_world, case,
 
     pairs = steps.render(template, task.train, tokenizer)
     features = tokenize_pairs(tokenizer, pairs, 64, 32)
-    train_model(model, tokenizer, features, cfg.train, "fp32", cfg.seed)
+    train_model(
+        model, tokenizer, features, cfg.train, "fp32", cfg.seed, lr=tuning.learning_rate(state, cfg.train.lr)
+    )
 
     # Every base weight bitwise as it was; every trained tensor moved.
     after = dict(model.named_parameters())
@@ -107,7 +109,7 @@ def test_method_trains_only_its_parameters_and_reloads_exactly(tiny_world, case,
 
     # Saved small, the PEFT way; loads onto the rebuilt base with the very same outputs.
     folder = tmp_path / "model"
-    steps.save_model(model, tokenizer, folder)
+    steps.save_model(model, tokenizer, folder, state)
     names = {f.name for f in folder.iterdir()}
     if case.startswith("soft"):
         assert {"soft_prompt.safetensors", "soft_prompt.json"} <= names
@@ -115,7 +117,7 @@ def test_method_trains_only_its_parameters_and_reloads_exactly(tiny_world, case,
         assert {"adapter_config.json", "adapter_model.safetensors"} <= names
         assert json.loads((folder / "adapter_config.json").read_text())["base_model_name_or_path"] == "tiny"
     assert "model.safetensors" not in names and tuning.METADATA in names
-    figures = tuning.figures(model, folder)
+    figures = tuning.figures(model, folder, state)
     assert figures["trainable_parameters"] == expected_trainable
     assert figures["trainable_share"] == pytest.approx(expected_trainable / n_total)
     assert figures["adapter_bytes"] < 300_000 and figures["adapter_folder_bytes"] < 400_000
@@ -155,11 +157,11 @@ def lora_adapter(tiny_world, tmp_path_factory) -> Path:
     """An (untrained) LoRA adapter of the tiny base, saved."""
     task, tokenizer, built = tiny_world
     cfg = compose_train("tuning=lora")
-    model, tokenizer = tuning.apply_tuning(
+    model, tokenizer, state = tuning.apply_tuning(
         copy.deepcopy(built), tokenizer, cfg, steps.get_template(cfg, task), task
     )
     folder = tmp_path_factory.mktemp("lora") / "model"
-    steps.save_model(model, tokenizer, folder)
+    steps.save_model(model, tokenizer, folder, state)
     return folder
 
 
@@ -312,13 +314,15 @@ def test_prompt_initialisations(tiny_world):
 
     # PEFT prompt tuning starts from tuning.init_text's words; a soft prompt per relation from its phrase.
     cfg = compose_train("tuning=prompt", "tuning.init=text", "tuning.init_text='because PersonX intended'")
-    model, _ = tuning.apply_tuning(copy.deepcopy(built), tokenizer, cfg, steps.get_template(cfg, task), task)
+    model, _, _ = tuning.apply_tuning(
+        copy.deepcopy(built), tokenizer, cfg, steps.get_template(cfg, task), task
+    )
     with torch.no_grad():
         assert torch.equal(model.prompt_encoder["default"].embedding.weight, embed(torch.tensor(cycled)))
     cfg = compose_train(
         "tuning=soft", "template=pre_prompt", "tuning.per_relation=true", "tuning.init=phrase"
     )
-    model, run_tokenizer = tuning.apply_tuning(
+    model, run_tokenizer, _ = tuning.apply_tuning(
         copy.deepcopy(built), tokenizer, cfg, steps.get_template(cfg, task), task
     )
     rows = soft.soft_prompt(model).embedding

@@ -135,7 +135,7 @@ def tokenizer_corpus(cfg: DictConfig, task: TaskData) -> list[str]:
 def get_model(cfg: DictConfig, task: TaskData | None):
     """(tokenizer, model) of `cfg.model`; with `cfg.tuning.adapter`, that base with the adapter on it."""
     if cfg.tuning.get("adapter"):
-        tokenizer, model = tuning.load_tuned(cfg)
+        tokenizer, model, _ = tuning.load_tuned(cfg)  # evaluated, never saved: its state is not needed
     else:
         corpus = (lambda: tokenizer_corpus(cfg, task)) if task is not None else None
         tokenizer, model = load_tokenizer_and_model(cfg.model, corpus=corpus, seed=cfg.seed)
@@ -177,14 +177,14 @@ def render(template: Template, examples: list[dict], tokenizer) -> list[tuple[st
     return [template.render(ex, lambda i: sentinel(tokenizer, i), soft) for ex in examples]
 
 
-def save_model(model, tokenizer, path: Path) -> None:
+def save_model(model, tokenizer, path: Path, state: tuning.TuningState | None = None) -> None:
     """`save_pretrained` (safetensors) into a temporary folder, then rename: never half a model.
-    A tuned model (tuning != full) saves its adapter only (mto/tuning)."""
+    A tuned model (tuning != full: `state` from `apply_tuning`) saves its adapter only (mto/tuning)."""
     path = Path(path)
     tmp = Path(tempfile.mkdtemp(prefix=".model-", dir=path.parent))
     try:
-        if tuning.is_tuned(model):
-            tuning.save_tuned(model, tokenizer, tmp)
+        if state is not None:
+            tuning.save_tuned(model, tokenizer, tmp, state)
         else:
             model.save_pretrained(tmp)
             tokenizer.save_pretrained(tmp)

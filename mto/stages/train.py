@@ -35,7 +35,7 @@ def main(cfg: DictConfig) -> dict:
         tokenizer, model = steps.get_model(cfg, task)
         template = steps.get_template(cfg, task)
         # tuning != full: the base frozen, the method's parameters added (soft: the tokenizer's soft tokens)
-        model, tokenizer = tuning.apply_tuning(model, tokenizer, cfg, template, task)
+        model, tokenizer, state = tuning.apply_tuning(model, tokenizer, cfg, template, task)
 
         pairs = steps.render(template, task.train, tokenizer)
         features, cached = cached_features(
@@ -43,9 +43,10 @@ def main(cfg: DictConfig) -> dict:
         )
         checkpoint = steps.checkpoint_for(cfg)
         result = train_model(
-            model, tokenizer, features, cfg.train, precision, cfg.seed, checkpoint=checkpoint
-        )
-        steps.save_model(model, tokenizer, out_dir / "model")
+            model, tokenizer, features, cfg.train, precision, cfg.seed, checkpoint=checkpoint,
+            lr=tuning.learning_rate(state, cfg.train.lr),
+        )  # fmt: skip
+        steps.save_model(model, tokenizer, out_dir / "model", state)
         steps.drop_checkpoint(cfg, checkpoint)
         run.figures(
             train_loss=result.final_loss,
@@ -56,7 +57,7 @@ def main(cfg: DictConfig) -> dict:
             train_tokens_per_s=result.tokens_per_s,
             precision=precision,
             parameters=sum(p.numel() for p in model.parameters()),
-            **tuning.figures(model, out_dir / "model"),  # tuned: trainable share, adapter size
+            **tuning.figures(model, out_dir / "model", state),  # tuned: trainable share, adapter size
         )
         metrics: dict = {"train_loss": result.final_loss}
         if cfg.eval.after_train:

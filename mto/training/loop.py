@@ -41,14 +41,15 @@ def total_steps(cfg, n_features: int) -> int:
     raise ValueError("train.steps or train.epochs must be set")
 
 
-def make_optimizer(model: torch.nn.Module, cfg, steps: int):
+def make_optimizer(model: torch.nn.Module, cfg, steps: int, lr: float | None = None):
+    """AdamW over the trainable parameters with step size `lr` (None: `cfg.lr`), and its schedule."""
     params = [p for p in model.parameters() if p.requires_grad]
     decay = [p for p in params if p.ndim >= 2]
     no_decay = [p for p in params if p.ndim < 2]
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     # Prompt and adapter methods (mto/tuning) train only their own parameters, usually with a much larger
-    # step than full fine-tuning: `tuning.lr`, which `apply_tuning` leaves on the model as `mto_lr`.
-    lr = getattr(model, "mto_lr", None) or cfg.lr
+    # step than full fine-tuning: `tuning.lr`, which the stage passes (mto.tuning.learning_rate).
+    lr = cfg.lr if lr is None else lr
     # Fused AdamW (one kernel for all tensors; what the Trainer uses by default too) where torch has it.
     fused = bool(params) and params[0].device.type in ("cpu", "cuda")
     optimizer = torch.optim.AdamW(groups, lr=lr, fused=fused)
@@ -75,8 +76,10 @@ def train_model(
     description: str = "train",
     checkpoint: Checkpoint | None = None,
     resample: Callable[[int], list[dict]] | None = None,
+    lr: float | None = None,
 ) -> TrainResult:
-    """Train `model` in place on `features` for the configured number of steps.
+    """Train `model` in place on `features` for the configured number of steps, with step size `lr`
+    (None: `cfg.lr`).
 
     With `resample`, epoch e >= 1 trains on `resample(e)` instead of `features` (epoch 0): an objective's
     random choices (span-corruption masks, prefix-LM cuts) are drawn afresh each pass over the data, as
@@ -92,7 +95,7 @@ def train_model(
     dev = device()
     model.to(dev).train()
     steps = total_steps(cfg, len(features))
-    optimizer, scheduler = make_optimizer(model, cfg, steps)
+    optimizer, scheduler = make_optimizer(model, cfg, steps, lr)
     rng = random.Random(seed)
     pad_id = tokenizer.pad_token_id
     first_features = features

@@ -21,6 +21,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from mto.errors import DataError
+from mto.matching import auto_objective
 from mto.objectives import Material, get_objective
 from mto.runs import Run
 from mto.stages import steps
@@ -65,17 +66,6 @@ def adaptation_material(cfg: DictConfig, task: TaskData) -> Material:
     if not records and not texts:
         raise DataError("adapt: no adaptation material (check adapt.source, adapt.files, adapt.relations)")
     return Material(records=records, texts=texts, phrases=dict(cfg.phrases))
-
-
-def auto_objective(cfg: DictConfig) -> DictConfig:
-    """`objective=auto`: the mixed objective with the per-relation decisions of `mto match`."""
-    from mto.stages.match import FILLING, read_match
-
-    decisions = read_match(cfg.match_run)["decisions"]
-    families = set(decisions.values())
-    if len(families) == 1:
-        return OmegaConf.create({"name": FILLING if families == {FILLING} else "mapping"})
-    return OmegaConf.create({"name": "mixed", "by_group": dict(decisions), "default": FILLING})
 
 
 def epoch_features(objective, material: Material, tokenizer, seed: int) -> Callable[[int], list[dict]]:

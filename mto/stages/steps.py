@@ -20,10 +20,11 @@ import mto.config  # noqa: F401  (registers the resolvers a worker needs before 
 from mto import tuning
 from mto.config import conf_dir
 from mto.errors import ConfigError, Interrupted, MtoError
+from mto.matching import auto_template
 from mto.models import load_tokenizer_and_model, sentinel
 from mto.runs import RUN_FILE, atomic_write_json, config_hash, find_twin, load_run, outputs_root, read_json
 from mto.tasks import TaskData, load_task
-from mto.templates import GroupedTemplate, Template, fill, load_template
+from mto.templates import GroupedTemplate, Template, fill
 from mto.training.checkpoint import Checkpoint
 from mto.training.runtime import device, resolve_precision, seed_everything, set_threads
 
@@ -143,21 +144,6 @@ def get_model(cfg: DictConfig, task: TaskData | None):
     n_params = sum(p.numel() for p in model.parameters())
     log.info("model %s: %.2fM parameters", cfg.model.name_or_path, n_params / 1e6)
     return tokenizer, model
-
-
-def auto_template(cfg: DictConfig) -> Template | GroupedTemplate:
-    """`template=auto`: the template of the objective `mto match` chose, per relation where they differ."""
-    from mto.stages.match import FILLING, read_match
-
-    match = read_match(cfg.match_run)
-    chosen = {
-        g: match["filling_template"] if d == FILLING else match["mapping_template"]
-        for g, d in match["decisions"].items()
-    }
-    log.info("template=auto from %s: %s", cfg.match_run, chosen)
-    if len(set(chosen.values())) == 1:
-        return load_template(next(iter(chosen.values())), cfg.phrases)
-    return GroupedTemplate({g: load_template(name, cfg.phrases) for g, name in chosen.items()})
 
 
 def get_template(cfg: DictConfig, task: TaskData) -> Template | GroupedTemplate:

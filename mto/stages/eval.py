@@ -22,6 +22,7 @@ from rich.table import Table
 from mto.metrics import score_choices, score_generation
 from mto.runs import Run, atomic_write_json, atomic_write_text
 from mto.stages import steps
+from mto.stages.inherit import inherit_from_run
 from mto.templates import Template, decode_answer
 from mto.training.decoding import generate
 
@@ -118,7 +119,7 @@ def main(cfg: DictConfig) -> dict:
     out_dir = steps.job_dir()
     with Run(out_dir, cfg) as run:
         if cfg.run:
-            cfg, parent = steps.inherit_from_run(cfg, cfg.run)
+            cfg, parent = inherit_from_run(cfg, cfg.run)
             run.record(
                 lineage={
                     "train_run": str(Path(cfg.run).resolve()),

@@ -30,6 +30,7 @@ from mto.errors import ConfigError
 from mto.matching import FILLING, MATCH_FILE, decide, rule_decision
 from mto.runs import Run, atomic_write_json
 from mto.stages import steps
+from mto.stages.inherit import start_from_adapt_run
 from mto.templates import load_template, sentinel_token_ids
 from mto.training.features import collate, tokenize_pairs
 from mto.training.runtime import autocast, device
@@ -118,7 +119,7 @@ def main(cfg: DictConfig) -> dict:
     out_dir = steps.job_dir()
     with Run(out_dir, cfg) as run:
         if cfg.adapt_run:  # score an adapted model
-            cfg, lineage = steps.start_from_adapt_run(cfg)
+            cfg, lineage = start_from_adapt_run(cfg)
             run.record(lineage=lineage)
         precision = steps.setup(cfg)
         task = steps.get_task(cfg)

@@ -14,6 +14,7 @@ from mto import tuning
 from mto.runs import Run
 from mto.stages import steps
 from mto.stages.eval import evaluate_all
+from mto.stages.inherit import start_from_adapt_run
 from mto.training.features import cached_features
 from mto.training.loop import train_model
 
@@ -25,7 +26,7 @@ def main(cfg: DictConfig) -> dict:
     out_dir = steps.job_dir()
     with Run(out_dir, cfg) as run:
         if cfg.adapt_run:
-            cfg, lineage = steps.start_from_adapt_run(cfg)
+            cfg, lineage = start_from_adapt_run(cfg)
             run.record(lineage=lineage)
         if cfg.match_run:
             run.record(lineage={**run.info["lineage"], "match_run": str(Path(cfg.match_run).resolve())})

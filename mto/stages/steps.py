@@ -19,7 +19,7 @@ from omegaconf.errors import OmegaConfBaseException
 import mto.config  # noqa: F401  (registers the resolvers a worker needs before configs resolve)
 from mto import tuning
 from mto.config import conf_dir
-from mto.errors import ConfigError, Interrupted, MtoError
+from mto.errors import ConfigError, Interrupted, MtoError, exit_report
 from mto.matching import auto_template
 from mto.models import load_tokenizer_and_model, sentinel
 from mto.runs import RUN_FILE, atomic_write_json, config_hash, find_twin, outputs_root, read_json
@@ -47,11 +47,11 @@ def stage_main(fn: Callable[[DictConfig], dict]) -> Callable[[DictConfig], dict]
         except (MtoError, OmegaConfBaseException, Interrupted) as err:
             if HydraConfig.get().mode == RunMode.MULTIRUN:
                 raise
-            message = str(err).strip().splitlines()[0]
+            message, code = exit_report(err, one_line=True)
             if isinstance(err, Interrupted):
                 message += f"; resume with `mto {cfg.stage} resume={job_dir()}`"
-            sys.stderr.write(f"mto {cfg.stage}: error: {message}\n")
-            raise SystemExit(3 if isinstance(err, Interrupted) else 2) from None
+            sys.stderr.write(f"mto {cfg.stage}: {message}\n")
+            raise SystemExit(code) from None
 
     return task
 

@@ -17,9 +17,8 @@ from typing import Any
 
 from mto.cache import fingerprint as hash_object
 from mto.errors import ConfigError, DataError
-from mto.tasks import TaskData
+from mto.tasks import SPLITS, TaskData
 
-SPLITS = ("train", "dev", "test")
 COLUMNS = ("head", "relation", "tail")
 FORMAT_HINT = "expected a folder with train.tsv, dev.tsv, test.tsv (ATOMIC-2020 format)"
 
@@ -59,12 +58,6 @@ def parse_tsv(data: bytes, file: str | Path) -> list[Triple]:
             continue
         triples.append((head, relation, tail))
     return triples
-
-
-def read_split(file: str | Path) -> list[Triple]:
-    """Read one split file (no filtering)."""
-    file = Path(file)
-    return parse_tsv(file.read_bytes(), file)
 
 
 def is_none(tail: str) -> bool:

@@ -17,8 +17,6 @@ import torch
 
 from mto.tuning.vectors import initial_vectors
 
-PEFT_METHODS = ("prompt", "prefix", "lora")
-
 
 def peft_config(method: str, t: Any) -> Any:
     """The PEFT config of `method` from the `tuning` settings `t`."""

@@ -15,10 +15,11 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import NoReturn
 
 import typer
 
-from mto.errors import MtoError
+from mto.errors import exit_report
 
 app = typer.Typer(
     name="mto",
@@ -38,8 +39,6 @@ HYDRA_PASSTHROUGH = {"allow_extra_args": True, "ignore_unknown_options": True, "
 def run_hydra(config_name: str, task_function: Callable, argv: list[str]) -> None:
     """Run `task_function` under Hydra with `argv` as Hydra's command line."""
     from hydra._internal.utils import _run_hydra, get_args_parser
-    from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
 
     from mto.config import conf_dir
 
@@ -59,22 +58,8 @@ def run_hydra(config_name: str, task_function: Callable, argv: list[str]) -> Non
             config_path=str(conf_dir()),
             config_name=config_name,
         )
-    except MtoError as err:
-        typer.echo(f"mto {config_name}: error: {err}", err=True)
-        raise typer.Exit(2) from None
-    except (HydraException, OmegaConfBaseException) as err:
-        message = str(err).strip()
-        cause = err.__cause__
-        if isinstance(cause, OmegaConfBaseException) and str(cause) not in message:
-            message += f"\n{cause}"
-        typer.echo(f"mto {config_name}: config error: {_trim(message)}", err=True)
-        raise typer.Exit(2) from None
     except Exception as err:
-        if type(err).__name__ != "FailedJobError":  # submitit: the scheduler refused the submission
-            raise
-        lines = " / ".join(line.strip() for line in str(err).strip().splitlines() if line.strip())
-        typer.echo(f"mto {config_name}: the scheduler refused the jobs: {lines}", err=True)
-        raise typer.Exit(2) from None
+        fail(config_name, err)
 
 
 def validate(config_name: str, overrides: list[str]) -> None:
@@ -104,13 +89,15 @@ def resume_overrides(overrides: list[str]) -> list[str]:
     return [*original, *rest, f"resume={run_dir}", f"hydra.run.dir={run_dir}"]
 
 
-def _trim(message: str) -> str:
-    """Hydra/OmegaConf messages without their internals (type names, search path dump)."""
-    message = message.split("\nConfig search path:")[0]
-    keep = [
-        ln for ln in message.splitlines() if not ln.strip().startswith(("reference_type=", "object_type="))
-    ]
-    return "\n".join(keep).strip()
+def fail(command: str, err: Exception) -> NoReturn:
+    """End `mto <command>` with `err` as one message and its exit code (`mto.errors.exit_report`), or
+    re-raise it when it is a bug."""
+    report = exit_report(err)
+    if report is None:
+        raise err
+    message, code = report
+    typer.echo(f"mto {command}: {message}", err=True)
+    raise typer.Exit(code) from None
 
 
 def _stage(name: str, config_name: str, module: str, help_text: str) -> None:
@@ -166,9 +153,8 @@ def report_command(
     lines = [k for k in options["lines"].split(",") if k] if options["lines"] else None
     try:
         report(paths, by=by, metric=options["metric"], out=options["out"], lines=lines)
-    except MtoError as err:
-        typer.echo(f"mto report: error: {err}", err=True)
-        raise typer.Exit(2) from None
+    except Exception as err:
+        fail("report", err)
 
 
 template_app = typer.Typer(help="Preview templates.", no_args_is_help=True)
@@ -183,8 +169,6 @@ def template_show(
 ) -> None:
     """Print rendered (source, target) examples of a template on a task."""
     from hydra import compose, initialize_config_dir
-    from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
 
     from mto.config import conf_dir
     from mto.stages.template import show
@@ -194,12 +178,8 @@ def template_show(
         with initialize_config_dir(config_dir=str(conf_dir()), version_base=None):
             cfg = compose(config_name="train", overrides=list(overrides or []))
         show(cfg, n=n, split=split)
-    except MtoError as err:
-        typer.echo(f"mto template show: error: {err}", err=True)
-        raise typer.Exit(2) from None
-    except (HydraException, OmegaConfBaseException) as err:
-        typer.echo(f"mto template show: config error: {_trim(str(err))}", err=True)
-        raise typer.Exit(2) from None
+    except Exception as err:
+        fail("template show", err)
 
 
 def main() -> None:  # pragma: no cover - console entry

@@ -308,8 +308,9 @@ class PipelineConfig:
     stages: list[str] = field(default_factory=lambda: list(STAGES))
 
     def __post_init__(self) -> None:
-        for stage in self.stages:
-            expect(stage in STAGES, "pipeline.stages", stage, f"stages among {', '.join(STAGES)}")
+        known = all(stage in STAGES for stage in self.stages)
+        if not self.stages or not known or self.stages != sorted(self.stages, key=STAGES.index):
+            raise ConfigError(f"pipeline.stages={self.stages}: expected stages in the order {', '.join(STAGES)}")
 
 
 class MatchMethod(Choice):

@@ -24,6 +24,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from mto.cache import fingerprint
+from mto.errors import Interrupted
 
 log = logging.getLogger("mto")
 
@@ -183,7 +184,7 @@ class Run:
         self.info["end_time"] = _now()
         if exc is None:
             self.info["status"] = "completed"
-        elif type(exc).__name__ == "Interrupted":  # mto.training.Interrupted: a checkpoint is there
+        elif isinstance(exc, Interrupted):  # a checkpoint is there
             self.info["status"] = "interrupted"
             log.warning("run interrupted: resume with `mto %s resume=%s`", self.info["stage"], self.dir)
         else:

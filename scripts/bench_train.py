@@ -211,9 +211,9 @@ def write_pairs(path: Path, pairs: list[tuple[str, str]]) -> None:
 
 def prepare(name: str, spec: dict, work: Path, eval_examples: int | None) -> dict:
     """Build the model and tokenizer with mto, save them, render the pairs, count FLOPs, time the cache."""
-    from mto import training
     from mto.models import load_tokenizer_and_model
     from mto.stages import steps
+    from mto.training.features import cached_features, tokenize_pairs
 
     cfg = compose(spec["overrides"])
     task = steps.get_task(cfg)
@@ -233,18 +233,17 @@ def prepare(name: str, spec: dict, work: Path, eval_examples: int | None) -> dic
 
     # The feature cache: plain tokenisation, then a first (miss) and a second (hit) cached run.
     max_src, max_tgt = cfg.train.max_source_length, cfg.train.max_target_length
-    training.tokenize_pairs(tokenizer, train_pairs[:64], max_src, max_tgt)  # warm-up
+    tokenize_pairs(tokenizer, train_pairs[:64], max_src, max_tgt)  # warm-up
     t0 = time.perf_counter()
-    features = training.tokenize_pairs(tokenizer, train_pairs, max_src, max_tgt)
+    features = tokenize_pairs(tokenizer, train_pairs, max_src, max_tgt)
     plain = time.perf_counter() - t0
     cache = {"tokenize_s": plain}
-    if hasattr(training, "cached_features"):
-        with tempfile.TemporaryDirectory(prefix="mto-bench-cache-") as tmp, env(MTO_CACHE_DIR=tmp):
-            for run in ("first", "second"):
-                t0 = time.perf_counter()
-                cached, _ = training.cached_features(tokenizer, train_pairs, max_src, max_tgt)
-                cache[f"cached_{run}_s"] = time.perf_counter() - t0
-                assert cached == features, "cached features differ from tokenize_pairs"
+    with tempfile.TemporaryDirectory(prefix="mto-bench-cache-") as tmp, env(MTO_CACHE_DIR=tmp):
+        for run in ("first", "second"):
+            t0 = time.perf_counter()
+            cached, _ = cached_features(tokenizer, train_pairs, max_src, max_tgt)
+            cache[f"cached_{run}_s"] = time.perf_counter() - t0
+            assert cached == features, "cached features differ from tokenize_pairs"
 
     src_tokens = sum(len(f["input_ids"]) for f in features)
     tgt_tokens = sum(len(f["labels"]) for f in features)
@@ -411,17 +410,17 @@ def heldout_loss(model_dir: Path, work: Path, prep: dict) -> float:
     import torch
     from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
-    from mto import training
+    from mto.training.features import collate, tokenize_pairs
 
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
     model = AutoModelForSeq2SeqLM.from_pretrained(str(model_dir)).eval()
     pairs = [(r["source"], r["target"]) for r in map(json.loads, (work / "test.jsonl").open())]
     t = prep["train_cfg"]
-    features = training.tokenize_pairs(tokenizer, pairs, t["max_source_length"], t["max_target_length"])
+    features = tokenize_pairs(tokenizer, pairs, t["max_source_length"], t["max_target_length"])
     total = tokens = 0.0
     with torch.inference_mode():
         for start in range(0, len(features), 64):
-            batch = training.collate(features[start : start + 64], tokenizer.pad_token_id)
+            batch = collate(features[start : start + 64], tokenizer.pad_token_id)
             n = int((batch["labels"] != -100).sum())
             total += float(model(**batch).loss) * n
             tokens += n

@@ -56,11 +56,11 @@ def compose_train(*overrides: str):
 def tiny_world(cache_dir):
     """(task, tokenizer, model): the synthetic task and the tiny T5 built from scratch (seed 42), built once
     per test module and shared read-only (tests that train deep-copy the model)."""
-    from mto import training
     from mto.stages import steps
+    from mto.training.runtime import set_threads
 
     cfg = compose_train()
-    training.set_threads(1)
+    set_threads(1)
     task = steps.get_task(cfg)
     tokenizer, model = steps.get_model(cfg, task)
     return task, tokenizer, model

@@ -1,4 +1,4 @@
-"""The training loop's own parts (mto/training.py) on the tiny model: the tokenised-feature cache, batches,
+"""The training loop's own parts (mto/training/) on the tiny model: the tokenised-feature cache, batches,
 per-epoch resampling of an objective's random choices (and resuming in the middle of it), and greedy
 decoding against `model.generate`."""
 
@@ -13,12 +13,22 @@ import pytest
 import torch
 from conftest import compose_train
 
-from mto import training
 from mto.config import ObjectiveConfig, TrainConfig
+from mto.errors import Interrupted
 from mto.objectives import Material, get_objective
 from mto.objectives.filling import merge_back, sentinel_ids
 from mto.stages import steps
 from mto.stages.adapt import epoch_features
+from mto.training.checkpoint import Checkpoint
+from mto.training.decoding import greedy_generate, supports_greedy_generate
+from mto.training.features import (
+    cached_features,
+    collate,
+    epoch_batches,
+    length_grouped_batches,
+    tokenize_pairs,
+)
+from mto.training.loop import train_model
 
 
 @pytest.fixture(scope="module")
@@ -38,8 +48,8 @@ def test_cached_features_are_the_tokenisation_and_a_second_call_reads_them(world
     _, tokenizer, _, pairs = world
     monkeypatch.setenv("MTO_CACHE_DIR", str(tmp_path))
     pairs = pairs[:200]
-    plain = training.tokenize_pairs(tokenizer, pairs, 10, 4)
-    first, hit = training.cached_features(tokenizer, pairs, 10, 4)
+    plain = tokenize_pairs(tokenizer, pairs, 10, 4)
+    first, hit = cached_features(tokenizer, pairs, 10, 4)
     assert first == plain and not hit
     # Truncation took effect and was kept.
     assert any(len(f["input_ids"]) == 10 for f in plain) and any(len(f["labels"]) == 4 for f in plain)
@@ -51,8 +61,8 @@ def test_cached_features_are_the_tokenisation_and_a_second_call_reads_them(world
     def no_tokenising(*args, **kwargs):
         raise AssertionError("tokenised again")
 
-    monkeypatch.setattr(training, "tokenize_pairs", no_tokenising)
-    second, hit = training.cached_features(tokenizer, pairs, 10, 4)
+    monkeypatch.setattr("mto.training.features.tokenize_pairs", no_tokenising)
+    second, hit = cached_features(tokenizer, pairs, 10, 4)
     assert second == plain and hit
     # Other lengths, other texts or another tokenizer are other entries: each would tokenise anew.
     other_tokenizer = copy.deepcopy(tokenizer)
@@ -61,15 +71,15 @@ def test_cached_features_are_the_tokenisation_and_a_second_call_reads_them(world
     for args in ((tokenizer, pairs, 11, 4), (tokenizer, pairs, 10, 5), (tokenizer, *changed, 10, 4),
                  (other_tokenizer, pairs, 10, 4)):  # fmt: skip
         with pytest.raises(AssertionError, match="tokenised again"):
-            training.cached_features(*args)
+            cached_features(*args)
 
 
 # ------------------------------------------------------------------------------ batches
 def test_length_grouped_batches_cover_each_example_once_with_little_padding(world):
     _, tokenizer, _, pairs = world
-    features = training.tokenize_pairs(tokenizer, pairs, 64, 32)
+    features = tokenize_pairs(tokenizer, pairs, 64, 32)
     n = len(features)
-    batches = training.length_grouped_batches(features, 16, random.Random(0))
+    batches = length_grouped_batches(features, 16, random.Random(0))
     assert sorted(i for b in batches for i in b) == list(range(n))
     assert all(len(b) == 16 for b in batches[:-1]) or sum(len(b) < 16 for b in batches) == 1
 
@@ -80,19 +90,19 @@ def test_length_grouped_batches_cover_each_example_once_with_little_padding(worl
     random.Random(0).shuffle(order)
     shuffled = [order[j : j + 16] for j in range(0, n, 16)]
     assert padding(batches) < padding(shuffled)
-    again = training.length_grouped_batches(features, 16, random.Random(0))
-    assert again == batches and training.length_grouped_batches(features, 16, random.Random(1)) != batches
+    again = length_grouped_batches(features, 16, random.Random(0))
+    assert again == batches and length_grouped_batches(features, 16, random.Random(1)) != batches
 
 
 def test_default_batches_are_uniformly_random_and_grouping_is_opt_in(world):
     _, tokenizer, _, pairs = world
-    features = training.tokenize_pairs(tokenizer, pairs, 64, 32)
+    features = tokenize_pairs(tokenizer, pairs, 64, 32)
     assert compose_train().train.group_by_length is False
-    plain = training.epoch_batches(features, 16, random.Random(0), group_by_length=False)
+    plain = epoch_batches(features, 16, random.Random(0), group_by_length=False)
     assert sorted(i for b in plain for i in b) == list(range(len(features)))
     assert [len(b) for b in plain[1:]] == [16] * (len(plain) - 1)  # the short batch is popped last
-    grouped = training.epoch_batches(features, 16, random.Random(0), group_by_length=True)
-    assert grouped == training.length_grouped_batches(features, 16, random.Random(0))
+    grouped = epoch_batches(features, 16, random.Random(0), group_by_length=True)
+    assert grouped == length_grouped_batches(features, 16, random.Random(0))
 
     def spread(groups):  # mean within-batch range of source lengths
         lengths = [[len(features[i]["input_ids"]) for i in b] for b in groups]
@@ -149,30 +159,30 @@ def test_training_uses_each_epochs_features_and_resumes_within_a_resampled_epoch
         return features(epoch)
 
     straight = copy.deepcopy(built)
-    result = training.train_model(straight, tokenizer, first, cfg, "fp32", 7, resample=recording)
+    result = train_model(straight, tokenizer, first, cfg, "fp32", 7, resample=recording)
     assert seen == [1, 2, 3]
     assert result.steps == cfg.steps
 
     # Without resampling the same steps end elsewhere: the later epochs really trained on other masks.
     fixed = copy.deepcopy(built)
-    training.train_model(fixed, tokenizer, first, cfg, "fp32", 7)
+    train_model(fixed, tokenizer, first, cfg, "fp32", 7)
     assert not torch.equal(fixed.shared.weight, straight.shared.weight)
 
     # Stopped by a signal in epoch 2, resumed from its checkpoint: the very same weights at the end.
-    checkpoint = training.Checkpoint(tmp_path / "checkpoint")
+    checkpoint = Checkpoint(tmp_path / "checkpoint")
     previous = signal.getsignal(signal.SIGUSR1)
     signal.signal(signal.SIGUSR1, signal.SIG_DFL)
     try:
         interrupted = copy.deepcopy(built)
-        with pytest.raises(training.Interrupted):
-            training.train_model(interrupted, tokenizer, first, cfg, "fp32", 7, checkpoint=checkpoint,
+        with pytest.raises(Interrupted):
+            train_model(interrupted, tokenizer, first, cfg, "fp32", 7, checkpoint=checkpoint,
                                  resample=signal_at(2, features))  # fmt: skip
     finally:
         signal.signal(signal.SIGUSR1, previous)
     assert checkpoint.exists()
     resumed = copy.deepcopy(built)
     seen.clear()
-    training.train_model(resumed, tokenizer, first, cfg, "fp32", 7, checkpoint=checkpoint, resample=recording)
+    train_model(resumed, tokenizer, first, cfg, "fp32", 7, checkpoint=checkpoint, resample=recording)
     assert seen == [2, 3]  # rebuilt the epoch it stopped in, then went on
     for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values(), strict=True):
         assert torch.equal(a, b), name
@@ -187,16 +197,16 @@ def test_greedy_generate_gives_what_generate_gives(world):
     _, tokenizer, built, pairs = world
     model = copy.deepcopy(built)
     # A little training, so that outputs differ by input and rows end (EOS) at different steps.
-    features = training.tokenize_pairs(tokenizer, pairs, 64, 32)
-    training.train_model(model, tokenizer, features, train_cfg(steps=150, batch_size=16), "fp32", 0)
-    assert training.supports_greedy_generate(model)
+    features = tokenize_pairs(tokenizer, pairs, 64, 32)
+    train_model(model, tokenizer, features, train_cfg(steps=150, batch_size=16), "fp32", 0)
+    assert supports_greedy_generate(model)
     sources = [s for s, _ in pairs[::19][:40]]  # many heads and relations
-    batch = training.collate(
+    batch = collate(
         [{"input_ids": ids, "labels": [0]} for ids in tokenizer(sources)["input_ids"]], tokenizer.pad_token_id
     )
     eos = tokenizer.eos_token_id
     for max_new_tokens in (4, 12):
-        ours = training.greedy_generate(model, batch["input_ids"], batch["attention_mask"], max_new_tokens)
+        ours = greedy_generate(model, batch["input_ids"], batch["attention_mask"], max_new_tokens)
         theirs = model.generate(
             input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], num_beams=1,
             do_sample=False, max_new_tokens=max_new_tokens,
@@ -211,4 +221,4 @@ def test_greedy_generate_is_not_used_where_it_would_differ(world):
     _, _, built, _ = world
     model = copy.deepcopy(built)
     model.generation_config.min_new_tokens = 3
-    assert not training.supports_greedy_generate(model)
+    assert not supports_greedy_generate(model)

@@ -14,11 +14,13 @@ import pytest
 import torch
 from conftest import SMALL, compose_train, mto, read_json, run_dirs
 
-from mto import training, tuning
+from mto import tuning
 from mto.errors import ConfigError
 from mto.models import sentinel
 from mto.stages import steps
 from mto.templates import Template, load_template, placeholders
+from mto.training.features import collate, tokenize_pairs
+from mto.training.loop import train_model
 from mto.tuning import base as base_model
 from mto.tuning import soft
 from mto.tuning.vectors import initial_vectors
@@ -81,7 +83,7 @@ def test_method_trains_only_its_parameters_and_reloads_exactly(tiny_world, case,
     # The methods wrap the base's modules in place: its parameters stay the same objects (by id).
     frozen = {id(p): p.detach().clone() for p in model.parameters()}
     template = steps.get_template(cfg, task)
-    model, tokenizer = tuning.apply_tuning(model, base_tokenizer, cfg, template, task)
+    model, tokenizer, state = tuning.apply_tuning(model, base_tokenizer, cfg, template, task)
 
     trainable = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
     n_trainable, n_total = tuning.parameter_counts(model)
@@ -91,8 +93,10 @@ def test_method_trains_only_its_parameters_and_reloads_exactly(tiny_world, case,
         assert len({ex["relation"] for split in (task.train, task.test) for ex in split}) == 9
 
     pairs = steps.render(template, task.train, tokenizer)
-    features = training.tokenize_pairs(tokenizer, pairs, 64, 32)
-    training.train_model(model, tokenizer, features, cfg.train, "fp32", cfg.seed)
+    features = tokenize_pairs(tokenizer, pairs, 64, 32)
+    train_model(
+        model, tokenizer, features, cfg.train, "fp32", cfg.seed, lr=tuning.learning_rate(state, cfg.train.lr)
+    )
 
     # Every base weight bitwise as it was; every trained tensor moved.
     after = dict(model.named_parameters())
@@ -105,7 +109,7 @@ def test_method_trains_only_its_parameters_and_reloads_exactly(tiny_world, case,
 
     # Saved small, the PEFT way; loads onto the rebuilt base with the very same outputs.
     folder = tmp_path / "model"
-    steps.save_model(model, tokenizer, folder)
+    steps.save_model(model, tokenizer, folder, state)
     names = {f.name for f in folder.iterdir()}
     if case.startswith("soft"):
         assert {"soft_prompt.safetensors", "soft_prompt.json"} <= names
@@ -113,7 +117,7 @@ def test_method_trains_only_its_parameters_and_reloads_exactly(tiny_world, case,
         assert {"adapter_config.json", "adapter_model.safetensors"} <= names
         assert json.loads((folder / "adapter_config.json").read_text())["base_model_name_or_path"] == "tiny"
     assert "model.safetensors" not in names and tuning.METADATA in names
-    figures = tuning.figures(model, folder)
+    figures = tuning.figures(model, folder, state)
     assert figures["trainable_parameters"] == expected_trainable
     assert figures["trainable_share"] == pytest.approx(expected_trainable / n_total)
     assert figures["adapter_bytes"] < 300_000 and figures["adapter_folder_bytes"] < 400_000
@@ -123,7 +127,7 @@ def test_method_trains_only_its_parameters_and_reloads_exactly(tiny_world, case,
     assert len(tokenizer2) == len(tokenizer)
     sources = [s for s, _ in steps.render(template, task.test[:6], tokenizer2)]
     assert sources == [s for s, _ in steps.render(template, task.test[:6], tokenizer)]
-    batch = training.collate(training.tokenize_pairs(tokenizer2, pairs[:6], 64, 32), 0)
+    batch = collate(tokenize_pairs(tokenizer2, pairs[:6], 64, 32), 0)
     model.eval()
     loaded.eval()
     with torch.no_grad():
@@ -153,11 +157,11 @@ def lora_adapter(tiny_world, tmp_path_factory) -> Path:
     """An (untrained) LoRA adapter of the tiny base, saved."""
     task, tokenizer, built = tiny_world
     cfg = compose_train("tuning=lora")
-    model, tokenizer = tuning.apply_tuning(
+    model, tokenizer, state = tuning.apply_tuning(
         copy.deepcopy(built), tokenizer, cfg, steps.get_template(cfg, task), task
     )
     folder = tmp_path_factory.mktemp("lora") / "model"
-    steps.save_model(model, tokenizer, folder)
+    steps.save_model(model, tokenizer, folder, state)
     return folder
 
 
@@ -312,13 +316,15 @@ def test_prompt_initialisations(tiny_world):
 
     # PEFT prompt tuning starts from tuning.init_text's words; a soft prompt per relation from its phrase.
     cfg = compose_train("tuning=prompt", "tuning.init=text", "tuning.init_text='because PersonX intended'")
-    model, _ = tuning.apply_tuning(copy.deepcopy(built), tokenizer, cfg, steps.get_template(cfg, task), task)
+    model, _, _ = tuning.apply_tuning(
+        copy.deepcopy(built), tokenizer, cfg, steps.get_template(cfg, task), task
+    )
     with torch.no_grad():
         assert torch.equal(model.prompt_encoder["default"].embedding.weight, embed(torch.tensor(cycled)))
     cfg = compose_train(
         "tuning=soft", "template=pre_prompt", "tuning.per_relation=true", "tuning.init=phrase"
     )
-    model, run_tokenizer = tuning.apply_tuning(
+    model, run_tokenizer, _ = tuning.apply_tuning(
         copy.deepcopy(built), tokenizer, cfg, steps.get_template(cfg, task), task
     )
     rows = soft.soft_prompt(model).embedding

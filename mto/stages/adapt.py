@@ -13,7 +13,6 @@ saved in `model/`; `mto train adapt_run=<this run>` starts from it and records t
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import random
 from collections.abc import Callable
@@ -21,13 +20,14 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from mto import training
-from mto.config import MtoConfig, ObjectiveConfig, plain, typed
+from mto.config import MtoConfig, plain, typed
 from mto.errors import DataError
+from mto.matching import auto_objective
 from mto.objectives import Material, get_objective
 from mto.runs import Run
 from mto.stages import steps
 from mto.tasks import TaskData
+from mto.training.loop import train_model
 
 log = logging.getLogger("mto")
 
@@ -67,18 +67,6 @@ def adaptation_material(cfg: MtoConfig, task: TaskData) -> Material:
     if not records and not texts:
         raise DataError("adapt: no adaptation material (check adapt.source, adapt.files, adapt.relations)")
     return Material(records=records, texts=texts, phrases=dict(cfg.phrases))
-
-
-def auto_objective(cfg: MtoConfig) -> ObjectiveConfig:
-    """`objective=auto`: the mixed objective with the per-relation decisions of `mto match` (the other
-    objective options as configured)."""
-    from mto.stages.match import FILLING, read_match
-
-    decisions = read_match(cfg.match_run)["decisions"]
-    families = set(decisions.values())
-    if len(families) == 1:
-        return dataclasses.replace(cfg.objective, name=FILLING if families == {FILLING} else "mapping")
-    return dataclasses.replace(cfg.objective, name="mixed", by_group=dict(decisions), default=FILLING)
 
 
 def epoch_features(objective, material: Material, tokenizer, seed: int) -> Callable[[int], list[dict]]:
@@ -127,7 +115,7 @@ def main(cfg: DictConfig) -> dict:
             len(features),
         )
         checkpoint = steps.checkpoint_for(cfg)
-        result = training.train_model(
+        result = train_model(
             model, tokenizer, features, cfg.train, precision, cfg.seed, "adapt",
             checkpoint=checkpoint, resample=features_of if cfg.adapt.resample else None,
         )  # fmt: skip

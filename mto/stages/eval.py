@@ -15,17 +15,17 @@ import logging
 import time
 from pathlib import Path
 
-import torch
 from omegaconf import DictConfig
 from rich.console import Console
 from rich.table import Table
 
-from mto import training
-from mto.config import typed
+from mto.config import MtoConfig, typed
 from mto.metrics import score_choices, score_generation
 from mto.runs import Run, atomic_write_json, atomic_write_text
 from mto.stages import steps
+from mto.stages.inherit import inherit_from_run
 from mto.templates import Template, decode_answer
+from mto.training.decoding import generate
 
 log = logging.getLogger("mto")
 
@@ -37,46 +37,8 @@ HEADLINE = {
 SCORERS = {"generation": score_generation, "choice": score_choices}
 
 
-def generate(
-    model, tokenizer, sources: list[str], cfg, precision: str, max_source_length: int
-) -> list[list[int]]:
-    """Generated token ids for each source, batched longest-first so batches pad little."""
-    dev = training.device()
-    encoded = tokenizer(sources, truncation=True, max_length=max_source_length)["input_ids"]
-    order = sorted(range(len(sources)), key=lambda i: -len(encoded[i]))
-    outputs: list[list[int]] = [[] for _ in sources]
-    pad = tokenizer.pad_token_id
-    model.eval()
-    greedy = cfg.num_beams == 1 and training.supports_greedy_generate(model)
-    with training.progress_bar() as progress, torch.inference_mode():
-        task = progress.add_task("eval", total=len(sources), info="")
-        for start in range(0, len(order), cfg.batch_size):
-            idx = order[start : start + cfg.batch_size]
-            batch = training.collate([{"input_ids": encoded[i], "labels": [pad]} for i in idx], pad)
-            with training.autocast(precision, dev):
-                if greedy:  # same tokens as model.generate, less work per step (see greedy_generate)
-                    out = training.greedy_generate(
-                        model, batch["input_ids"].to(dev), batch["attention_mask"].to(dev), cfg.max_new_tokens
-                    )
-                else:
-                    out = model.generate(
-                        input_ids=batch["input_ids"].to(dev),
-                        attention_mask=batch["attention_mask"].to(dev),
-                        num_beams=cfg.num_beams,
-                        do_sample=False,
-                        max_new_tokens=cfg.max_new_tokens,
-                        repetition_penalty=1.0,
-                        length_penalty=1.0,
-                        no_repeat_ngram_size=0,
-                    ).tolist()
-            for row, i in enumerate(idx):
-                outputs[i] = out[row]
-            progress.advance(task, len(idx))
-    return outputs
-
-
 def evaluate_all(
-    model, tokenizer, task, template, cfg: DictConfig, out_dir: Path, precision: str, run
+    model, tokenizer, task, template, cfg: MtoConfig, out_dir: Path, precision: str, run
 ) -> dict:
     """`eval.split` (metrics.json, predictions.jsonl), then each of `eval.extra_splits`
     (metrics_<split>.json, predictions_<split>.jsonl, figures prefixed `<split>_` in run.json)."""
@@ -90,7 +52,7 @@ def evaluate_all(
 
 
 def evaluate(
-    model, tokenizer, task, template: Template, cfg: DictConfig, out_dir: Path, precision: str,
+    model, tokenizer, task, template: Template, cfg: MtoConfig, out_dir: Path, precision: str,
     split: str | None = None,
 ) -> dict:  # fmt: skip
     """Score one split (default `eval.split`); write predictions.jsonl and metrics.json (suffixed with
@@ -158,7 +120,7 @@ def main(cfg: DictConfig) -> dict:
     out_dir = steps.job_dir()
     with Run(out_dir, cfg) as run:
         if cfg.run:
-            cfg, parent = steps.inherit_from_run(cfg, cfg.run)
+            cfg, parent = inherit_from_run(cfg, cfg.run)
             run.record(
                 lineage={
                     "train_run": str(Path(cfg.run).resolve()),

@@ -10,7 +10,7 @@ not EOS). The maskability index of a relation is
 
 with R the mean gold rank under the mapping template (default `prompting`) and the filling template
 (default `masked_prompting`). Relations with MI >= `match.threshold` are Filling, the others Mapping.
-`match.method=rules` decides without a model (see `rule_decision`).
+`match.method=rules` decides without a model (see `mto.matching.rule_decision`).
 
 `mto train template=auto match_run=<dir>` and `mto adapt objective=auto match_run=<dir>` read the
 decisions from `match.json`.
@@ -20,24 +20,23 @@ from __future__ import annotations
 
 import logging
 import random
-from pathlib import Path
 
 import torch
 from omegaconf import DictConfig
 from rich.console import Console
 from rich.table import Table
 
-from mto import training
 from mto.config import typed
 from mto.errors import ConfigError
-from mto.runs import Run, atomic_write_json, read_json
+from mto.matching import FILLING, MATCH_FILE, decide, rule_decision
+from mto.runs import Run, atomic_write_json
 from mto.stages import steps
+from mto.stages.inherit import start_from_adapt_run
 from mto.templates import load_template, sentinel_token_ids
+from mto.training.features import collate, tokenize_pairs
+from mto.training.runtime import autocast, device
 
 log = logging.getLogger("mto")
-
-MATCH_FILE = "match.json"
-FILLING, MAPPING = "filling", "mapping"
 
 
 def sample_by_group(examples: list[dict], n: int, seed: int) -> dict[str, list[dict]]:
@@ -52,18 +51,16 @@ def sample_by_group(examples: list[dict], n: int, seed: int) -> dict[str, list[d
 def score_pairs(model, tokenizer, pairs: list[tuple[str, str]], cfg, precision: str) -> dict:
     """Mean gold-token NLL and mean gold-token rank (1 = the model's top token) over the answer tokens
     of `pairs`; each example weighs the same (its own token mean first)."""
-    features = training.tokenize_pairs(
-        tokenizer, pairs, cfg.train.max_source_length, cfg.train.max_target_length
-    )
+    features = tokenize_pairs(tokenizer, pairs, cfg.train.max_source_length, cfg.train.max_target_length)
     not_answer = set(tokenizer.all_special_ids) | set(sentinel_token_ids(tokenizer))
-    dev = training.device()
+    dev = device()
     nll_sum, rank_sum, n = 0.0, 0.0, 0
     model.eval()
     with torch.inference_mode():
         for start in range(0, len(features), cfg.match.batch_size):
-            batch = training.collate(features[start : start + cfg.match.batch_size], tokenizer.pad_token_id)
+            batch = collate(features[start : start + cfg.match.batch_size], tokenizer.pad_token_id)
             batch = {k: v.to(dev) for k, v in batch.items()}
-            with training.autocast(precision, dev):
+            with autocast(precision, dev):
                 logits = model(**batch).logits.float()
             labels = batch["labels"]
             answer = labels != -100
@@ -86,29 +83,6 @@ def score_pairs(model, tokenizer, pairs: list[tuple[str, str]], cfg, precision: 
     return {"nll": nll_sum / n, "rank": rank_sum / n, "n": n}
 
 
-def maskability_index(rank_mapping: float, rank_filling: float) -> float:
-    """MI = (R_mapping - R_filling) / R_mapping: the share of the gold rank a sentinel removes."""
-    return (rank_mapping - rank_filling) / rank_mapping
-
-
-def rule_decision(example: dict, phrases) -> str:
-    """The rule-based choice (`match.method=rules`), for when no model can be scored: an answer that
-    continues a natural sentence (a relation with a natural-language phrase, a QA answer after
-    "Answer:") is Filling, which T5's span-corruption pre-training suits; a bare relation name is Mapping."""
-    if "relation" in example:
-        return FILLING if example["relation"] in phrases else MAPPING
-    return FILLING
-
-
-def decide(scores: dict[str, dict[str, dict]], pair: tuple[str, str], threshold: float) -> dict[str, dict]:
-    """Per-group MI and decision from the per-template scores."""
-    out = {}
-    for group, by_template in scores.items():
-        mi = maskability_index(by_template[pair[0]]["rank"], by_template[pair[1]]["rank"])
-        out[group] = {"templates": by_template, "mi": mi, "decision": FILLING if mi >= threshold else MAPPING}
-    return out
-
-
 def show(results: dict[str, dict], templates: list[str], threshold: float) -> None:
     table = Table(title=f"objective matching (Filling when MI >= {threshold})")
     table.add_column("group")
@@ -125,16 +99,6 @@ def show(results: dict[str, dict], templates: list[str], threshold: float) -> No
         mi = res.get("mi")
         table.add_row(group, *cells, "-" if mi is None else f"{mi:.3f}", res["decision"])
     Console().print(table)
-
-
-def read_match(match_run: str | Path | None) -> dict:
-    """The `match.json` of a match run: `decisions` (group -> filling | mapping) and the template pair."""
-    if not match_run:
-        raise ConfigError("match_run: not set; `auto` needs the directory of a `mto match` run")
-    path = Path(match_run) / MATCH_FILE
-    if not path.is_file():
-        raise ConfigError(f"match_run={match_run}: no {MATCH_FILE} there (run `mto match` first)")
-    return read_json(path)
 
 
 # The (mapping, filling) template pair MI compares, by the task's metric, unless set in `match.*`.
@@ -156,7 +120,7 @@ def main(cfg: DictConfig) -> dict:
     out_dir = steps.job_dir()
     with Run(out_dir, cfg) as run:
         if cfg.adapt_run:  # score an adapted model
-            cfg, lineage = steps.start_from_adapt_run(cfg)
+            cfg, lineage = start_from_adapt_run(cfg)
             run.record(lineage=lineage)
         cfg = typed(cfg)
         precision = steps.setup(cfg)

@@ -20,13 +20,13 @@ from pathlib import Path
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+from mto.config import typed
 from mto.errors import MtoError
 from mto.runs import RUN_FILE, Run, read_json
 from mto.stages import steps
 
 log = logging.getLogger("mto")
 
-ORDER = ("match", "adapt", "train", "eval")
 
 
 def user_overrides() -> list[str]:
@@ -62,10 +62,7 @@ def run_stage(stage: str, overrides: list[str], run_dir: Path) -> None:
 @steps.stage_main
 def main(cfg: DictConfig) -> dict:
     out_dir = steps.job_dir()
-    stages = list(cfg.pipeline.stages)
-    unknown = [s for s in stages if s not in ORDER]
-    if unknown or stages != sorted(stages, key=ORDER.index):
-        raise MtoError(f"pipeline.stages={stages}: expected stages in the order {', '.join(ORDER)}")
+    stages = typed(cfg).pipeline.stages  # every value checked before the first stage starts
     overrides = user_overrides()
     user_set = {o.split("=", 1)[0].lstrip("+~").split(".")[0] for o in overrides}
     dirs: dict[str, Path] = {}

@@ -17,13 +17,16 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 import mto.config  # noqa: F401  (registers the resolvers a worker needs before configs resolve)
-from mto import training, tuning
-from mto.config import conf_dir
-from mto.errors import ConfigError, MtoError
+from mto import tuning
+from mto.config import MtoConfig, conf_dir
+from mto.errors import ConfigError, Interrupted, MtoError, exit_report
+from mto.matching import auto_template
 from mto.models import load_tokenizer_and_model, sentinel
-from mto.runs import RUN_FILE, atomic_write_json, config_hash, find_twin, load_run, outputs_root, read_json
+from mto.runs import RUN_FILE, atomic_write_json, config_hash, find_twin, outputs_root, read_json
 from mto.tasks import TaskData, load_task
-from mto.templates import GroupedTemplate, Template, fill, load_template
+from mto.templates import GroupedTemplate, Template, fill
+from mto.training.checkpoint import Checkpoint
+from mto.training.runtime import device, resolve_precision, seed_everything, set_threads
 
 log = logging.getLogger("mto")
 
@@ -44,14 +47,14 @@ def stage_main(fn: Callable[[DictConfig], dict]) -> Callable[[DictConfig], dict]
                 return skip(cfg, twin)
         try:
             return fn(cfg)
-        except (MtoError, OmegaConfBaseException, training.Interrupted) as err:
+        except (MtoError, OmegaConfBaseException, Interrupted) as err:
             if HydraConfig.get().mode == RunMode.MULTIRUN:
                 raise
-            message = str(err).strip().splitlines()[0]
-            if isinstance(err, training.Interrupted):
+            message, code = exit_report(err, one_line=True)
+            if isinstance(err, Interrupted):
                 message += f"; resume with `mto {cfg.stage} resume={job_dir()}`"
-            sys.stderr.write(f"mto {cfg.stage}: error: {message}\n")
-            raise SystemExit(3 if isinstance(err, training.Interrupted) else 2) from None
+            sys.stderr.write(f"mto {cfg.stage}: {message}\n")
+            raise SystemExit(code) from None
 
     return task
 
@@ -67,7 +70,7 @@ def skip(cfg: DictConfig, twin: Path) -> dict:
     return info.get("figures", {})
 
 
-def checkpoint_for(cfg: DictConfig) -> training.Checkpoint:
+def checkpoint_for(cfg: MtoConfig) -> Checkpoint:
     """This job's checkpoint folder; `resume=` must point at this very directory (the CLI sees to it)."""
     folder = job_dir() / "checkpoint"
     if cfg.resume and Path(cfg.resume).resolve() != job_dir().resolve():
@@ -76,10 +79,10 @@ def checkpoint_for(cfg: DictConfig) -> training.Checkpoint:
         )
     if cfg.resume and not (folder / "state.pt").is_file():
         log.warning("resume=%s: no checkpoint there; training starts from the beginning", cfg.resume)
-    return training.Checkpoint(folder, cfg.checkpoint.every)
+    return Checkpoint(folder, cfg.checkpoint.every)
 
 
-def drop_checkpoint(cfg: DictConfig, checkpoint: training.Checkpoint) -> None:
+def drop_checkpoint(cfg: MtoConfig, checkpoint: Checkpoint) -> None:
     """A completed run needs no checkpoint (its model is saved) unless `checkpoint.keep`."""
     if not cfg.checkpoint.keep:
         shutil.rmtree(checkpoint.folder, ignore_errors=True)
@@ -98,17 +101,17 @@ def quiet_libraries() -> None:
     logging.getLogger("absl").setLevel(logging.WARNING)
 
 
-def setup(cfg: DictConfig) -> str:
+def setup(cfg: MtoConfig) -> str:
     """Threads, seeds and precision for this process; returns the precision in effect (bf16 | fp32)."""
     quiet_libraries()
-    threads = training.set_threads(cfg.threads)
-    training.seed_everything(cfg.seed)
-    precision = training.resolve_precision(cfg.precision, training.device())
-    log.info("device %s, %d threads, precision %s", training.device(), threads, precision)
+    threads = set_threads(cfg.threads)
+    seed_everything(cfg.seed)
+    precision = resolve_precision(cfg.precision, device())
+    log.info("device %s, %d threads, precision %s", device(), threads, precision)
     return precision
 
 
-def get_task(cfg: DictConfig) -> TaskData:
+def get_task(cfg: MtoConfig) -> TaskData:
     task = load_task(cfg.data)
     log.info(
         "task %s: %d train / %d dev / %d test examples (data %s)",
@@ -121,7 +124,7 @@ def get_task(cfg: DictConfig) -> TaskData:
     return task
 
 
-def tokenizer_corpus(cfg: DictConfig, task: TaskData) -> list[str]:
+def tokenizer_corpus(cfg: MtoConfig, task: TaskData) -> list[str]:
     """Text a tokenizer built offline (`model.build`) learns from: the task's text plus the words any
     template may add (relation names, phrases), so templates never render into `<unk>`. It does not
     depend on the chosen template, so runs that differ only in template share one tokenizer."""
@@ -133,35 +136,20 @@ def tokenizer_corpus(cfg: DictConfig, task: TaskData) -> list[str]:
     return task.texts() + [w for w in words if w]
 
 
-def get_model(cfg: DictConfig, task: TaskData | None):
+def get_model(cfg: MtoConfig, task: TaskData | None):
     """(tokenizer, model) of `cfg.model`; with `cfg.tuning.adapter`, that base with the adapter on it."""
     if cfg.tuning.adapter:
-        tokenizer, model = tuning.load_tuned(cfg)
+        tokenizer, model, _ = tuning.load_tuned(cfg)  # evaluated, never saved: its state is not needed
     else:
         corpus = (lambda: tokenizer_corpus(cfg, task)) if task is not None else None
         tokenizer, model = load_tokenizer_and_model(cfg.model, corpus=corpus, seed=cfg.seed)
-    model.to(training.device())
+    model.to(device())
     n_params = sum(p.numel() for p in model.parameters())
     log.info("model %s: %.2fM parameters", cfg.model.name_or_path, n_params / 1e6)
     return tokenizer, model
 
 
-def auto_template(cfg: DictConfig) -> Template | GroupedTemplate:
-    """`template=auto`: the template of the objective `mto match` chose, per relation where they differ."""
-    from mto.stages.match import FILLING, read_match
-
-    match = read_match(cfg.match_run)
-    chosen = {
-        g: match["filling_template"] if d == FILLING else match["mapping_template"]
-        for g, d in match["decisions"].items()
-    }
-    log.info("template=auto from %s: %s", cfg.match_run, chosen)
-    if len(set(chosen.values())) == 1:
-        return load_template(next(iter(chosen.values())), cfg.phrases)
-    return GroupedTemplate({g: load_template(name, cfg.phrases) for g, name in chosen.items()})
-
-
-def get_template(cfg: DictConfig, task: TaskData) -> Template | GroupedTemplate:
+def get_template(cfg: MtoConfig, task: TaskData) -> Template | GroupedTemplate:
     """The configured template, refused here (before training) if it names a field the task lacks."""
     if cfg.template.name == "auto":
         template = auto_template(cfg)
@@ -178,14 +166,14 @@ def render(template: Template, examples: list[dict], tokenizer) -> list[tuple[st
     return [template.render(ex, lambda i: sentinel(tokenizer, i), soft) for ex in examples]
 
 
-def save_model(model, tokenizer, path: Path) -> None:
+def save_model(model, tokenizer, path: Path, state: tuning.TuningState | None = None) -> None:
     """`save_pretrained` (safetensors) into a temporary folder, then rename: never half a model.
-    A tuned model (tuning != full) saves its adapter only (mto/tuning)."""
+    A tuned model (tuning != full: `state` from `apply_tuning`) saves its adapter only (mto/tuning)."""
     path = Path(path)
     tmp = Path(tempfile.mkdtemp(prefix=".model-", dir=path.parent))
     try:
-        if tuning.is_tuned(model):
-            tuning.save_tuned(model, tokenizer, tmp)
+        if state is not None:
+            tuning.save_tuned(model, tokenizer, tmp, state)
         else:
             model.save_pretrained(tmp)
             tokenizer.save_pretrained(tmp)
@@ -194,48 +182,3 @@ def save_model(model, tokenizer, path: Path) -> None:
         os.replace(tmp, path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-
-
-# Sections an evaluation takes from the train run it evaluates (decoding settings included), unless
-# overridden on the command line.
-INHERITED = ("data", "template", "phrases", "objective", "tuning", "train", "eval", "match_run")
-
-
-def overridden_keys() -> set[str]:
-    """Top-level keys the user set on the command line (`data.n_train=16` -> `data`)."""
-    keys = set()
-    for override in HydraConfig.get().overrides.task:
-        key = override.split("=", 1)[0].lstrip("+~").split("@")[0]
-        keys.add(key.split(".")[0].split("/")[0])
-    return keys
-
-
-def start_from_adapt_run(cfg: DictConfig) -> tuple[DictConfig, dict]:
-    """`cfg` whose model is the one `mto adapt` wrote in `cfg.adapt_run`, and that run's lineage."""
-    info, _ = load_run(cfg.adapt_run)
-    model_dir = Path(cfg.adapt_run) / "model"
-    if not (model_dir / "config.json").is_file():
-        raise ConfigError(f"adapt_run={cfg.adapt_run}: has no model/ folder")
-    cfg = OmegaConf.merge(cfg, {"model": {"name_or_path": str(model_dir.resolve()), "build": None}})
-    objective = (info.get("figures", {}).get("objective") or {}).get("name")
-    lineage = {"adapt_run": str(Path(cfg.adapt_run).resolve()), "adapt_objective": objective,
-               **info.get("lineage", {})}  # fmt: skip
-    return cfg, lineage
-
-
-def inherit_from_run(cfg: DictConfig, run_dir: str) -> tuple[DictConfig, dict]:
-    """`cfg` with the model of `run_dir` and, unless overridden here, its data and template settings."""
-    info, run_cfg = load_run(run_dir)
-    model_dir = Path(run_dir) / "model"
-    adapter = tuning.is_adapter_dir(model_dir)
-    if not adapter and not (model_dir / "config.json").is_file():
-        raise ConfigError(f"run={run_dir}: has no model/ folder to evaluate")
-    run_cfg = OmegaConf.to_container(run_cfg, resolve=True)
-    user_set = overridden_keys()
-    patch = {key: run_cfg[key] for key in (*INHERITED, "model") if key not in user_set and key in run_cfg}
-    if adapter:  # the base model the adapter names (as a full run's model/ folder, whatever `model=` says)
-        patch.setdefault("tuning", {})["adapter"] = str(model_dir.resolve())
-        patch.setdefault("model", {}).update(tuning.base_model_config(model_dir))
-    else:
-        patch.setdefault("model", {}).update(name_or_path=str(model_dir.resolve()), build=None)
-    return OmegaConf.merge(cfg, patch), info

@@ -10,11 +10,13 @@ from omegaconf import DictConfig
 from rich.console import Console
 from rich.table import Table
 
+from mto.config import typed
 from mto.stages import steps
 
 
 def show(cfg: DictConfig, n: int = 5, split: str = "train") -> list[tuple[str, str]]:
     """Render the first `n` examples of one relation each (round robin), print and return them."""
+    cfg = typed(cfg)
     task = steps.get_task(cfg)
     template = steps.get_template(cfg, task)
     examples = getattr(task, split)

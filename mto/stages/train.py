@@ -10,11 +10,14 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from mto import training, tuning
+from mto import tuning
 from mto.config import typed
 from mto.runs import Run
 from mto.stages import steps
 from mto.stages.eval import evaluate_all
+from mto.stages.inherit import start_from_adapt_run
+from mto.training.features import cached_features
+from mto.training.loop import train_model
 
 log = logging.getLogger("mto")
 
@@ -24,7 +27,7 @@ def main(cfg: DictConfig) -> dict:
     out_dir = steps.job_dir()
     with Run(out_dir, cfg) as run:
         if cfg.adapt_run:
-            cfg, lineage = steps.start_from_adapt_run(cfg)
+            cfg, lineage = start_from_adapt_run(cfg)
             run.record(lineage=lineage)
         if cfg.match_run:
             run.record(lineage={**run.info["lineage"], "match_run": str(Path(cfg.match_run).resolve())})
@@ -35,17 +38,18 @@ def main(cfg: DictConfig) -> dict:
         tokenizer, model = steps.get_model(cfg, task)
         template = steps.get_template(cfg, task)
         # tuning != full: the base frozen, the method's parameters added (soft: the tokenizer's soft tokens)
-        model, tokenizer = tuning.apply_tuning(model, tokenizer, cfg, template, task)
+        model, tokenizer, state = tuning.apply_tuning(model, tokenizer, cfg, template, task)
 
         pairs = steps.render(template, task.train, tokenizer)
-        features, cached = training.cached_features(
+        features, cached = cached_features(
             tokenizer, pairs, cfg.train.max_source_length, cfg.train.max_target_length
         )
         checkpoint = steps.checkpoint_for(cfg)
-        result = training.train_model(
-            model, tokenizer, features, cfg.train, precision, cfg.seed, checkpoint=checkpoint
-        )
-        steps.save_model(model, tokenizer, out_dir / "model")
+        result = train_model(
+            model, tokenizer, features, cfg.train, precision, cfg.seed, checkpoint=checkpoint,
+            lr=tuning.learning_rate(state, cfg.train.lr),
+        )  # fmt: skip
+        steps.save_model(model, tokenizer, out_dir / "model", state)
         steps.drop_checkpoint(cfg, checkpoint)
         run.figures(
             train_loss=result.final_loss,
@@ -56,7 +60,7 @@ def main(cfg: DictConfig) -> dict:
             train_tokens_per_s=result.tokens_per_s,
             precision=precision,
             parameters=sum(p.numel() for p in model.parameters()),
-            **tuning.figures(model, out_dir / "model"),  # tuned: trainable share, adapter size
+            **tuning.figures(model, out_dir / "model", state),  # tuned: trainable share, adapter size
         )
         metrics: dict = {"train_loss": result.final_loss}
         if cfg.eval.after_train:

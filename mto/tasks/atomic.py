@@ -17,12 +17,11 @@ from typing import TYPE_CHECKING, Any
 
 from mto.cache import fingerprint as hash_object
 from mto.errors import ConfigError, DataError
-from mto.tasks import TASKS, TaskData
+from mto.tasks import SPLITS, TASKS, TaskData
 
 if TYPE_CHECKING:
     from mto.config import DataConfig
 
-SPLITS = ("train", "dev", "test")
 COLUMNS = ("head", "relation", "tail")
 FORMAT_HINT = "expected a folder with train.tsv, dev.tsv, test.tsv (ATOMIC-2020 format)"
 
@@ -62,12 +61,6 @@ def parse_tsv(data: bytes, file: str | Path) -> list[Triple]:
             continue
         triples.append((head, relation, tail))
     return triples
-
-
-def read_split(file: str | Path) -> list[Triple]:
-    """Read one split file (no filtering)."""
-    file = Path(file)
-    return parse_tsv(file.read_bytes(), file)
 
 
 def is_none(tail: str) -> bool:

@@ -10,9 +10,13 @@ identity of its base (`mto_adapter.json`, see `base.py`) and, for a base built f
 tokenizer. `mto eval run=<that run>` (`tuning.adapter`) loads the base named there, checks it is the
 one the adapter was trained on, and puts the adapter back on it.
 
-    model, tokenizer = apply_tuning(model, tokenizer, cfg, template, task)   # before training
-    save_tuned(model, tokenizer, folder)                                      # after
-    tokenizer, model = load_tuned(cfg)                                        # at eval
+    model, tokenizer, state = apply_tuning(model, tokenizer, cfg, template, task)   # before training
+    train_model(..., lr=learning_rate(state, cfg.train.lr))                          # tuning.lr or train.lr
+    save_tuned(model, tokenizer, folder, state)                                      # after
+    tokenizer, model, state = load_tuned(cfg)                                        # at eval
+
+`state` (a `TuningState`, None for `full`) is what saving and describing the model need besides its
+modules; it is passed along explicitly, never left on the model.
 """
 
 from __future__ import annotations
@@ -43,7 +47,8 @@ SOFT_TEMPLATES = "pre_prompt, post_prompt, masked_pre_prompt, masked_post_prompt
 
 @dataclass
 class TuningState:
-    """What a tuned model carries besides its modules (left on it as `mto_tuning`)."""
+    """What a tuned model needs besides its modules, to be saved and described (returned by
+    `apply_tuning` and `load_tuned`, passed to `save_tuned` and `figures`)."""
 
     method: str
     settings: dict  # the `tuning` config of the run
@@ -93,9 +98,12 @@ def _init_texts(t: Any, task: Any, phrases: dict[str, str]) -> list[str]:
     return []
 
 
-def apply_tuning(model: Any, tokenizer: Any, cfg: Any, template: Any, task: Any) -> tuple[Any, Any]:
-    """`(model, tokenizer)` ready to train with `cfg.tuning`: unchanged for `full`; otherwise the base
-    frozen and the method's parameters added (the tokenizer gains soft tokens for `soft`)."""
+def apply_tuning(
+    model: Any, tokenizer: Any, cfg: Any, template: Any, task: Any
+) -> tuple[Any, Any, TuningState | None]:
+    """`(model, tokenizer, state)` ready to train with `cfg.tuning`: unchanged and no state for `full`;
+    otherwise the base frozen and the method's parameters added (the tokenizer gains soft tokens for
+    `soft`), with the state `save_tuned` and `figures` need."""
     t = cfg.tuning
     method = method_of(t)
     n_soft = getattr(template, "n_soft", 0)
@@ -105,7 +113,7 @@ def apply_tuning(model: Any, tokenizer: Any, cfg: Any, template: Any, task: Any)
             f"(tuning={method})"
         )
     if method == "full":
-        return model, tokenizer
+        return model, tokenizer, None
     if getattr(t, "adapter", None):
         raise ConfigError(
             f"tuning.adapter={t.adapter}: adapters are loaded to evaluate; training starts a new one"
@@ -124,8 +132,6 @@ def apply_tuning(model: Any, tokenizer: Any, cfg: Any, template: Any, task: Any)
         )
     else:
         model = peft_methods.apply(model, tokenizer, t, _init_texts(t, task, phrases), cfg.seed)
-    model.mto_tuning = state
-    model.mto_lr = t.lr  # read by mto.training.make_optimizer
     trainable, total = parameter_counts(model)
     log.info(
         "tuning=%s: %d of %d parameters train (%.4f%%), lr %s",
@@ -135,12 +141,12 @@ def apply_tuning(model: Any, tokenizer: Any, cfg: Any, template: Any, task: Any)
         100 * trainable / total,
         t.lr if t.lr is not None else f"{cfg.train.lr} (train.lr)",
     )
-    return model, tokenizer
+    return model, tokenizer, state
 
 
-def is_tuned(model: Any) -> bool:
-    """Whether `model` carries an adapter (any method but `full`)."""
-    return isinstance(getattr(model, "mto_tuning", None), TuningState)
+def learning_rate(state: TuningState | None, train_lr: float) -> float:
+    """The step size to train with: `tuning.lr` for a method that sets it (not `full`), else `train.lr`."""
+    return (state.settings.get("lr") if state is not None else None) or train_lr
 
 
 def parameter_counts(model: Any) -> tuple[int, int]:
@@ -149,9 +155,9 @@ def parameter_counts(model: Any) -> tuple[int, int]:
     return sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)
 
 
-def save_tuned(model: Any, tokenizer: Any, path: Path) -> None:
-    """Write the adapter of a tuned `model` into the folder `path` (never a copy of the base)."""
-    state: TuningState = model.mto_tuning
+def save_tuned(model: Any, tokenizer: Any, path: Path, state: TuningState) -> None:
+    """Write the adapter of a tuned `model` (its `state` from `apply_tuning`) into the folder `path`
+    (never a copy of the base)."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     if state.method == "soft":
@@ -200,8 +206,9 @@ def base_model_config(path: Path) -> dict:
     return keys
 
 
-def load_tuned(cfg: Any) -> tuple[Any, Any]:
-    """(tokenizer, model): the base named in the adapter folder `cfg.tuning.adapter`, with the adapter.
+def load_tuned(cfg: Any) -> tuple[Any, Any, TuningState]:
+    """(tokenizer, model, state): the base named in the adapter folder `cfg.tuning.adapter`, with the
+    adapter, and its state.
 
     The base must be the model config of `cfg` (what `mto eval run=` inherits); another is refused."""
     path = Path(cfg.tuning.adapter)
@@ -214,19 +221,19 @@ def load_tuned(cfg: Any) -> tuple[Any, Any]:
         model, tokenizer, state.extra = soft.load(model, tokenizer, path)
     else:
         model = peft_methods.load(model, path)
-    model.mto_tuning = state
     log.info("adapter %s (tuning=%s) on base model %s", path, meta["method"], base_model.describe(base))
-    return tokenizer, model
+    return tokenizer, model, state
 
 
-def figures(model: Any, path: Path) -> dict:
-    """run.json figures of a tuned model saved in `path`: parameter counts, the adapter's size."""
-    if not is_tuned(model):
+def figures(model: Any, path: Path, state: TuningState | None) -> dict:
+    """run.json figures of a tuned model saved in `path`: parameter counts, the adapter's size; none
+    for `full` (`state` None)."""
+    if state is None:
         return {}
     trainable, total = parameter_counts(model)
     files = [f for f in Path(path).iterdir() if f.is_file()]
     return {
-        "tuning": model.mto_tuning.method,
+        "tuning": state.method,
         "trainable_parameters": trainable,
         "total_parameters": total,
         "trainable_share": trainable / total,

@@ -310,7 +310,8 @@ class PipelineConfig:
     def __post_init__(self) -> None:
         known = all(stage in STAGES for stage in self.stages)
         if not self.stages or not known or self.stages != sorted(self.stages, key=STAGES.index):
-            raise ConfigError(f"pipeline.stages={self.stages}: expected stages in the order {', '.join(STAGES)}")
+            order = ", ".join(STAGES)
+            raise ConfigError(f"pipeline.stages={self.stages}: expected stages in the order {order}")
 
 
 class MatchMethod(Choice):

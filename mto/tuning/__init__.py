@@ -30,16 +30,16 @@ from typing import Any
 from mto.config import plain
 from mto.errors import ConfigError
 from mto.registry import Registry
+from mto.tuning import base as base_model
 
 log = logging.getLogger("mto")
 
-# tuning.method -> the method's class (`validate(tuning_config)` checks its settings). A new method is its
-# module here plus its YAML in conf/tuning/.
+# tuning.method -> the method's class, with `validate(tuning_config)`, `attach(model, tokenizer, cfg,
+# template, task) -> (model, tokenizer, extra)`, `save(model, path, state)`, `load(model, tokenizer, path)
+# -> (model, tokenizer, extra)` and `uses_soft_tokens`. A new method is its module in this package plus its
+# YAML in conf/tuning/.
 TUNING_METHODS = Registry("tuning method", "mto.tuning")
 
-# The methods' modules register into the table above, so they are imported after it.
-from mto.tuning import base as base_model  # noqa: E402
-from mto.tuning import peft_methods, soft  # noqa: E402
 
 METADATA = "mto_adapter.json"
 SOFT_TEMPLATES = "pre_prompt, post_prompt, masked_pre_prompt, masked_post_prompt"
@@ -59,7 +59,9 @@ class TuningState:
 
 @TUNING_METHODS.register("full")
 class FullTuning:
-    """Every weight trains; the model is left as it is and saved whole."""
+    """Every weight trains; the model is left as it is and saved whole (`save_pretrained`)."""
+
+    uses_soft_tokens = False
 
     @staticmethod
     def validate(t: Any) -> None:
@@ -71,33 +73,6 @@ def method_of(t: Any) -> str:
     return str(t.method)
 
 
-def _groups(task: Any) -> list[str]:
-    return sorted(
-        {str(ex.get("group", ex.get("relation"))) for s in (task.train, task.dev, task.test) for ex in s}
-    )
-
-
-def _relations(task: Any) -> list[str]:
-    return sorted({str(ex["relation"]) for ex in task.train if "relation" in ex})
-
-
-def _init_texts(t: Any, task: Any, phrases: dict[str, str]) -> list[str]:
-    """Texts a prompt shared by all relations starts from: `init_text`, or every relation's phrase."""
-    init = t.init
-    if init == "text":
-        return [t.init_text]
-    if init == "phrase":
-        relations = _relations(task)
-        if not relations:
-            raise ConfigError(
-                f"tuning.init=phrase: task '{task.name}' has no relations; use init=vocab or text"
-            )
-        from mto.tuning.vectors import phrase_text
-
-        return [phrase_text(r, phrases) for r in relations]
-    return []
-
-
 def apply_tuning(
     model: Any, tokenizer: Any, cfg: Any, template: Any, task: Any
 ) -> tuple[Any, Any, TuningState | None]:
@@ -106,32 +81,27 @@ def apply_tuning(
     `soft`), with the state `save_tuned` and `figures` need."""
     t = cfg.tuning
     method = method_of(t)
+    impl = TUNING_METHODS.get(method, "tuning.method")
     n_soft = getattr(template, "n_soft", 0)
-    if n_soft and method != "soft":
+    if n_soft and not impl.uses_soft_tokens:
         raise ConfigError(
             f"template={template.name} places {{soft:N}} tokens, which only tuning=soft trains "
             f"(tuning={method})"
         )
     if method == "full":
         return model, tokenizer, None
-    if getattr(t, "adapter", None):
+    if t.adapter:
         raise ConfigError(
             f"tuning.adapter={t.adapter}: adapters are loaded to evaluate; training starts a new one"
         )
-    if method == "soft" and not n_soft:
+    if impl.uses_soft_tokens and not n_soft:
         raise ConfigError(
-            f"tuning=soft needs a template with {{soft:N}} placeholders ({SOFT_TEMPLATES}), not "
+            f"tuning={method} needs a template with {{soft:N}} placeholders ({SOFT_TEMPLATES}), not "
             f"template={template.name}"
         )
     base = base_model.identity(cfg.model, cfg.seed, model)
-    phrases = dict(cfg.phrases or {})
     state = TuningState(method=method, settings=plain(t), base=base, base_tokenizer=tokenizer)
-    if method == "soft":
-        model, tokenizer, state.extra = soft.apply(
-            model, tokenizer, t, n_soft, _groups(task), _relations(task), phrases, cfg.seed
-        )
-    else:
-        model = peft_methods.apply(model, tokenizer, t, _init_texts(t, task, phrases), cfg.seed)
+    model, tokenizer, state.extra = impl.attach(model, tokenizer, cfg, template, task)
     trainable, total = parameter_counts(model)
     log.info(
         "tuning=%s: %d of %d parameters train (%.4f%%), lr %s",
@@ -160,10 +130,7 @@ def save_tuned(model: Any, tokenizer: Any, path: Path, state: TuningState) -> No
     (never a copy of the base)."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    if state.method == "soft":
-        soft.save(model, path, state.extra)
-    else:
-        peft_methods.save(model, path, state.base["name_or_path"])
+    TUNING_METHODS.get(state.method, "tuning.method").save(model, path, state)
     if state.base.get("build") is not None:
         # A tokenizer trained offline exists nowhere else once the cache is cleared; the base model itself
         # is rebuilt from `base.build` and `base.seed`.
@@ -215,12 +182,10 @@ def load_tuned(cfg: Any) -> tuple[Any, Any, TuningState]:
     meta = read_metadata(path)
     base = meta["base"]
     base_model.check_same_base(base, cfg.model, path)
-    tokenizer, model = base_model.load_base(base, path, bool(getattr(cfg.model, "trust_remote_code", False)))
+    tokenizer, model = base_model.load_base(base, path, cfg.model.trust_remote_code)
     state = TuningState(method=meta["method"], settings=meta["tuning"], base=base, base_tokenizer=tokenizer)
-    if meta["method"] == "soft":
-        model, tokenizer, state.extra = soft.load(model, tokenizer, path)
-    else:
-        model = peft_methods.load(model, path)
+    impl = TUNING_METHODS.get(meta["method"], f"{path / METADATA}: method")
+    model, tokenizer, state.extra = impl.load(model, tokenizer, path)
     log.info("adapter %s (tuning=%s) on base model %s", path, meta["method"], base_model.describe(base))
     return tokenizer, model, state
 

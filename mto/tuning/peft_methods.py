@@ -17,21 +17,35 @@ import torch
 
 from mto.errors import ConfigError
 from mto.tuning import TUNING_METHODS
-from mto.tuning.vectors import initial_vectors
+from mto.tuning.vectors import init_texts, initial_vectors
 
 if TYPE_CHECKING:
-    from mto.config import TuningConfig
+    from mto.config import MtoConfig, TuningConfig
 
 class PeftMethod:
     """A PEFT method configured by PEFT's own config class: `tuning.peft` holds its keyword arguments."""
 
     config_class = ""  # the name of the class in `peft`
     fixed: dict[str, Any] = {}  # arguments mto sets itself (the user's `tuning.peft` may not override them)
+    uses_soft_tokens = False
 
     @classmethod
     def validate(cls, t: TuningConfig) -> None:
         """Build the PEFT config once, so PEFT refuses bad settings when the config is validated."""
         peft_config(t)
+
+    @staticmethod
+    def attach(model: Any, tokenizer: Any, cfg: MtoConfig, template: Any, task: Any) -> tuple[Any, Any, dict]:
+        texts = init_texts(cfg.tuning, task, dict(cfg.phrases))
+        return apply(model, tokenizer, cfg.tuning, texts, cfg.seed), tokenizer, {}
+
+    @staticmethod
+    def save(model: Any, path: Path, state: Any) -> None:
+        save(model, path, state.base["name_or_path"])
+
+    @staticmethod
+    def load(model: Any, tokenizer: Any, path: Path) -> tuple[Any, Any, dict]:
+        return load(model, path), tokenizer, {}
 
 
 @TUNING_METHODS.register("prompt")

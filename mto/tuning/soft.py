@@ -42,10 +42,10 @@ from torch import nn
 
 from mto.errors import ConfigError
 from mto.tuning import TUNING_METHODS
-from mto.tuning.vectors import initial_vectors, phrase_text
+from mto.tuning.vectors import groups_of, initial_vectors, phrase_text, relations_of
 
 if TYPE_CHECKING:
-    from mto.config import TuningConfig
+    from mto.config import MtoConfig, TuningConfig
 
 CONFIG_FILE = "soft_prompt.json"
 WEIGHTS_FILE = "soft_prompt.safetensors"
@@ -205,6 +205,21 @@ def soft_prompt(model: Any) -> SoftPrompt:
 @TUNING_METHODS.register("soft")
 class SoftPrompting:
     """MTO soft prompts: trained tokens placed by the template's `{soft:N}`."""
+
+    uses_soft_tokens = True
+
+    @staticmethod
+    def attach(model: Any, tokenizer: Any, cfg: MtoConfig, template: Any, task: Any) -> tuple[Any, Any, dict]:
+        groups, relations, phrases = groups_of(task), relations_of(task), dict(cfg.phrases)
+        return apply(model, tokenizer, cfg.tuning, template.n_soft, groups, relations, phrases, cfg.seed)
+
+    @staticmethod
+    def save(model: Any, path: Path, state: Any) -> None:
+        save(model, path, state.extra)
+
+    @staticmethod
+    def load(model: Any, tokenizer: Any, path: Path) -> tuple[Any, Any, dict]:
+        return load(model, tokenizer, path)
 
     @staticmethod
     def validate(t: TuningConfig) -> None:

@@ -74,3 +74,29 @@ def initial_vectors(
         rows = [embed(torch.tensor(text_token_ids(tokenizer, t, n), device=device)).float() for t in texts]
         return torch.stack(rows).mean(dim=0)
     raise ConfigError(f"tuning.init={init}: expected one of phrase, text, vocab, uniform")
+
+
+def groups_of(task: Any) -> list[str]:
+    """The task's metric groups (relations of a knowledge task), sorted."""
+    return sorted(
+        {str(ex.get("group", ex.get("relation"))) for s in (task.train, task.dev, task.test) for ex in s}
+    )
+
+
+def relations_of(task: Any) -> list[str]:
+    return sorted({str(ex["relation"]) for ex in task.train if "relation" in ex})
+
+
+def init_texts(t: Any, task: Any, phrases: dict[str, str]) -> list[str]:
+    """Texts a prompt shared by all relations starts from: `init_text`, or every relation's phrase."""
+    if t.init == "text":
+        return [t.init_text]
+    if t.init == "phrase":
+        relations = relations_of(task)
+        if not relations:
+            raise ConfigError(
+                f"tuning.init=phrase: task '{task.name}' has no relations; use init=vocab or text"
+            )
+        return [phrase_text(r, phrases) for r in relations]
+    return []
+

@@ -1,0 +1,129 @@
+"""Packed batches give the unpacked batch's loss and gradient (fp32 tolerance), per example too, on the
+tiny and on t5-small shapes, with sdpa and eager attention; a broken mask makes the same checks fail."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+from transformers import T5Config, T5ForConditionalGeneration
+
+from mto.errors import ConfigError
+from mto.training.features import collate
+from mto.training.packing import assign_rows, check_supported, pack, packed_forward, segment_masks
+
+PAD, EOS, START = 0, 1, 0
+SHAPES = {
+    "tiny": dict(d_model=64, d_ff=128, d_kv=16, num_heads=4, num_layers=2, num_decoder_layers=2),
+    "t5-small": dict(d_model=512, d_ff=2048, d_kv=64, num_heads=8, num_layers=6, num_decoder_layers=6),
+}
+
+
+def model_of(shape: str, attn: str) -> T5ForConditionalGeneration:
+    torch.manual_seed(0)
+    config = T5Config(vocab_size=200, dropout_rate=0.0, decoder_start_token_id=START, pad_token_id=PAD,
+                      eos_token_id=EOS, feed_forward_proj="relu", **SHAPES[shape])  # fmt: skip
+    model = T5ForConditionalGeneration(config).train()
+    model.config._attn_implementation = attn
+    return model
+
+
+def batch(n: int, seed: int = 0) -> list[dict]:
+    """Random examples of ATOMIC-like, very uneven lengths (sources 3-30, targets 2-12 tokens)."""
+    rng = random.Random(seed)
+    return [
+        {"input_ids": [rng.randrange(2, 200) for _ in range(rng.randint(2, 29))] + [EOS],
+         "labels": [rng.randrange(2, 200) for _ in range(rng.randint(1, 11))] + [EOS]}
+        for _ in range(n)
+    ]  # fmt: skip
+
+
+def per_example_losses(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    return torch.nn.functional.cross_entropy(
+        logits.flatten(0, 1).float(), labels.flatten(), ignore_index=-100, reduction="none"
+    ).view(labels.shape)
+
+
+def unpacked(model, features):
+    b = collate(features, PAD)
+    out = model(**b)
+    return out.loss, per_example_losses(out.logits, b["labels"]).sum(1)
+
+
+def packed(model, features, breaks_mask: bool = False):
+    p = pack(features, PAD, START)
+    if breaks_mask:  # the control: one segment per row, as if every example saw its row-mates
+        p = {**p, "encoder_segments": (p["encoder_segments"] > 0).long(),
+             "decoder_segments": (p["decoder_segments"] > 0).long()}  # fmt: skip
+    out = packed_forward(model, p)
+    token_losses = per_example_losses(out.logits, p["labels"])
+    rows = assign_rows([len(f["input_ids"]) for f in features], [len(f["labels"]) for f in features],
+                       p["input_ids"].shape[1], p["labels"].shape[1])  # fmt: skip
+    sums = torch.zeros(len(features))
+    for r, members in enumerate(rows):
+        for k, i in enumerate(members, start=1):
+            sums[i] = token_losses[r][pack(features, PAD, START)["decoder_segments"][r] == k].sum()
+    return out.loss, sums, p
+
+
+def grads(model, loss) -> torch.Tensor:
+    model.zero_grad(set_to_none=True)
+    loss.backward()
+    return torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
+
+
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+@pytest.mark.parametrize("shape", ["tiny", pytest.param("t5-small", marks=pytest.mark.slow)])
+def test_packed_loss_and_gradient_equal_the_unpacked_ones(shape, attn):
+    model, features = model_of(shape, attn), batch(16 if shape == "tiny" else 8)
+    loss_u, each_u = unpacked(model, features)
+    g_u = grads(model, loss_u)
+    loss_p, each_p, p = packed(model, features)
+    g_p = grads(model, loss_p)
+    assert p["input_ids"].shape[0] < len(features)  # fewer rows: something was packed
+    assert torch.allclose(each_p, each_u.detach(), rtol=1e-5, atol=1e-5)
+    assert abs(float(loss_p.detach()) - float(loss_u.detach())) <= 1e-5 * abs(float(loss_u.detach()))
+    assert float((g_p - g_u).norm() / g_u.norm()) < 1e-5
+
+    loss_b, each_b, _ = packed(model, features, breaks_mask=True)
+    assert not torch.allclose(each_b, each_u.detach(), rtol=1e-3, atol=1e-3)
+    assert float((grads(model, loss_b) - g_u).norm() / g_u.norm()) > 1e-3
+
+
+def test_rows_hold_whole_examples_within_the_bucketed_lengths():
+    features = batch(32, seed=3)
+    p = pack(features, PAD, START, multiple=8)
+    assert p["input_ids"].shape[1] % 8 == 0 and p["labels"].shape[1] % 8 == 0
+    # every example's tokens, in order, exactly once; the decoder input is the labels shifted per segment
+    seen = sorted(tuple(f["labels"]) for f in features)
+    got = []
+    for r in range(p["labels"].shape[0]):
+        for k in range(1, int(p["decoder_segments"][r].max()) + 1):
+            at = p["decoder_segments"][r] == k
+            labels, dec_in = p["labels"][r][at].tolist(), p["decoder_input_ids"][r][at].tolist()
+            assert dec_in == [START, *labels[:-1]]
+            got.append(tuple(labels))
+    assert sorted(got) == seen
+    def padding(src: torch.Tensor, labels: torch.Tensor) -> float:  # share of computed positions
+        return float(((src == PAD).sum() + (labels == -100).sum()) / (src.numel() + labels.numel()))
+
+    plain = collate(features, PAD)
+    assert padding(p["input_ids"], p["labels"]) < 0.75 * padding(plain["input_ids"], plain["labels"])
+
+
+def test_masks_keep_segments_apart():
+    enc, dec, cross = segment_masks(torch.tensor([[1, 1, 2, 0]]), torch.tensor([[1, 2, 2, 0]]))
+    assert enc[0, 0].tolist() == [[1, 1, 0, 0], [1, 1, 0, 0], [0, 0, 1, 0], [1, 1, 1, 1]]
+    assert dec[0, 0].tolist() == [[1, 0, 0, 0], [0, 1, 0, 0], [0, 1, 1, 0], [1, 1, 1, 1]]
+    assert cross[0, 0].tolist() == [[1, 1, 0, 0], [0, 0, 1, 0], [0, 0, 1, 0], [1, 1, 1, 1]]
+
+
+def test_packing_is_refused_where_it_would_not_be_exact():
+    model = model_of("tiny", "sdpa")
+    check_supported(model, "lora")
+    with pytest.raises(ConfigError, match="not with tuning=prefix"):
+        check_supported(model, "prefix")
+    model.config.model_type = "bart"
+    with pytest.raises(ConfigError, match="only for T5 models"):
+        check_supported(model, "full")

@@ -1,0 +1,77 @@
+"""The daily loop around runs: run directory names and the line each stage ends with, `mto runs`,
+`mto --version`, shell completion, and a hub model name without network."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from conftest import SMALL, mto, read_json, run_dirs
+
+from mto.config import _dirname_suffix
+
+# ---------------------------------------------------------------- run directory names
+
+
+def test_dirname_keeps_important_keys_first_and_whole_values():
+    overrides = [f"train.{k}=value_of_{k}" for k in ("alpha", "beta", "gamma", "delta")]
+    overrides += ["seed=3", "template=masked_prompting", "data.n_train=16", "model=t5-small"]
+    name = _dirname_suffix(overrides)
+    # The important keys first, whatever their alphabetical place; then the rest as long as they fit whole.
+    assert name.startswith("_model-t5-small_template-masked_prompting_data.n_train-16_seed-3_train.alpha-")
+    assert len(name) <= 128 and name.endswith("_+2-more")
+    kept = name[1:].removesuffix("_+2-more")
+    spelled = {o.replace("=", "-") for o in overrides}
+    # Every part is one override, complete (values hold `_`, so rebuild the parts from the overrides).
+    parts, rest = [], kept
+    while rest:
+        part = next(p for p in spelled if rest == p or rest.startswith(p + "_"))
+        parts.append(part)
+        rest = rest[len(part) + 1 :]
+    assert len(parts) == 6 and {"seed-3", "train.alpha-value_of_alpha", "train.beta-value_of_beta"} <= set(parts)
+
+
+def test_dirname_names_runs_by_their_folder():
+    run = "outputs/train/2026-11-22/10-31-07-123456_template-mapping_seed-3"
+    assert _dirname_suffix([f"run={run}", "eval.split=dev"]) == (
+        "_run-10-31-07-123456_template-mapping_seed-3_eval.split-dev"
+    )
+    job = "/abs/outputs/multirun/train/2026-11-22/10-31-07-123456/3_seed-1/"
+    assert _dirname_suffix([f"run={job}"]) == "_run-10-31-07-123456-3_seed-1"
+    assert _dirname_suffix(["adapt_run=/x/outputs/adapt/a/model", "seed=1"]) == "_adapt_run-a-model_seed-1"
+    assert _dirname_suffix(["data.relations=[xIntent,xNeed]"]) == "_data.relations-xIntent-xNeed"
+    assert _dirname_suffix([]) == ""
+    # A first override too long for the soft limit is kept whole (up to 200 characters).
+    assert _dirname_suffix(["run=/o/" + "a" * 150, "seed=1"]) == "_run-" + "a" * 150 + "_+1-more"
+
+
+# ---------------------------------------------------------------- a stage ends with its run directory
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> tuple[Path, Path, str]:
+    """(working directory, run directory, stdout) of one small train run, shared by the tests below."""
+    cwd = tmp_path_factory.mktemp("runs")
+    proc = mto("train", *SMALL, "seed=3", "template=mapping", cwd=cwd)
+    (run,) = run_dirs(cwd / "outputs" / "train")
+    return cwd, run, proc.stdout
+
+
+def test_a_stage_ends_by_printing_its_run_directory(trained):
+    cwd, run, stdout = trained
+    *_, hint, last = stdout.strip().splitlines()
+    assert last == f"run directory: {run.relative_to(cwd)}"
+    assert hint == f"next: mto eval run={run.relative_to(cwd)}"
+    # The name starts with the template (the important key), and overrides that did not fit are counted.
+    leaf = run.name.split("_", 1)[1]
+    assert leaf.startswith("template-mapping_data.n_heads-60_seed-3_") and re.search(r"_\+\d-more$", leaf)
+
+
+def test_eval_directory_names_the_run_it_evaluated(trained):
+    cwd, run, _ = trained
+    proc = mto("eval", f"run={run.relative_to(cwd)}", "eval.max_examples=4", cwd=cwd)
+    (evaluated,) = run_dirs(cwd / "outputs" / "eval")
+    assert evaluated.name.split("_", 1)[1].startswith(f"run-{run.name}_")
+    assert proc.stdout.strip().splitlines()[-1] == f"run directory: {evaluated.relative_to(cwd)}"
+    assert read_json(evaluated / "run.json")["lineage"]["train_run"] == str(run.resolve())

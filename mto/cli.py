@@ -131,29 +131,38 @@ for _name, _config, _module, _help in STAGES:
 @app.command("report")
 def report_command(
     args: list[str] = typer.Argument(
-        ..., help="Run or sweep directories, then by=a,b metric=m lines=k out=dir"
+        ..., help="Run or sweep directories, then by=a,b metric=m lines=k out=dir pool=true html=true"
     ),
 ) -> None:
-    """Gather runs into one table (mean +- std over seeds), CSV, Markdown and PNG plots."""
+    """Gather runs into one table (mean +- std over seeds), CSV, Markdown and PNG plots (html=true: one
+    self-contained HTML page too). Runs averaged together must differ only in the seed (pool=true:
+    average them anyway, with a warning)."""
     from mto.stages.report import report
 
-    options = {"by": None, "metric": "rougeL", "out": None, "lines": None}
+    options = {"by": None, "metric": "rougeL", "out": None, "lines": None, "pool": "false", "html": "false"}
     paths = []
     for arg in args:
         key, sep, value = arg.partition("=")
         if sep and key in options:
             options[key] = value
         elif sep and not Path(arg).exists():
-            typer.echo(
-                f"mto report: error: unknown option {key!r} (expected by=, metric=, lines=, out=)", err=True
-            )
+            expected = ", ".join(f"{k}=" for k in options)
+            typer.echo(f"mto report: error: unknown option {key!r} (expected {expected})", err=True)
             raise typer.Exit(2)
         else:
             paths.append(arg)
     by = [k for k in options["by"].split(",") if k] if options["by"] else None
     lines = [k for k in options["lines"].split(",") if k] if options["lines"] else None
+    flags = {}
+    for name in ("pool", "html"):
+        value = options[name].lower()
+        if value not in ("true", "false", "1", "0", "yes", "no"):
+            typer.echo(f"mto report: error: {name}={options[name]}: expected true or false", err=True)
+            raise typer.Exit(2)
+        flags[name] = value in ("true", "1", "yes")
     try:
-        report(paths, by=by, metric=options["metric"], out=options["out"], lines=lines)
+        report(paths, by=by, metric=options["metric"], out=options["out"], lines=lines, pool=flags["pool"],
+               html_page=flags["html"])  # fmt: skip
     except MtoError as err:
         typer.echo(f"mto report: error: {err}", err=True)
         raise typer.Exit(2) from None

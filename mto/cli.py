@@ -31,6 +31,24 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
+def _print_version(value: bool) -> None:
+    if value:
+        from mto.info import version_text
+
+        typer.echo(version_text())
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: bool = typer.Option(
+        False, "--version", is_eager=True, callback=_print_version,
+        help="Print mto's version, torch/transformers/peft versions and the device, then exit.",
+    ),
+) -> None:  # fmt: skip
+    pass
+
+
 # Every token after the stage name goes to Hydra, `--help` included.
 HYDRA_PASSTHROUGH = {"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []}
 
@@ -134,9 +152,10 @@ def report_command(
         ..., help="Run or sweep directories, then by=a,b metric=m lines=k out=dir pool=true html=true"
     ),
 ) -> None:
-    """Gather runs into one table (mean +- std over seeds), CSV, Markdown and PNG plots (html=true: one
-    self-contained HTML page too). Runs averaged together must differ only in the seed (pool=true:
-    average them anyway, with a warning)."""
+    """Gather runs into one table (mean +- std over seeds), CSV, Markdown, PNG plots (html=true: HTML).
+
+    Runs averaged together must differ only in the seed (pool=true: average them anyway, with a warning).
+    """
     from mto.stages.report import report
 
     options = {"by": None, "metric": "rougeL", "out": None, "lines": None, "pool": "false", "html": "false"}

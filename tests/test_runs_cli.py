@@ -29,7 +29,8 @@ def test_dirname_keeps_important_keys_first_and_whole_values():
         part = next(p for p in spelled if rest == p or rest.startswith(p + "_"))
         parts.append(part)
         rest = rest[len(part) + 1 :]
-    assert len(parts) == 6 and {"seed-3", "train.alpha-value_of_alpha", "train.beta-value_of_beta"} <= set(parts)
+    assert len(parts) == 6
+    assert {"seed-3", "train.alpha-value_of_alpha", "train.beta-value_of_beta"} <= set(parts)
 
 
 def test_dirname_names_runs_by_their_folder():
@@ -75,3 +76,25 @@ def test_eval_directory_names_the_run_it_evaluated(trained):
     assert evaluated.name.split("_", 1)[1].startswith(f"run-{run.name}_")
     assert proc.stdout.strip().splitlines()[-1] == f"run directory: {evaluated.relative_to(cwd)}"
     assert read_json(evaluated / "run.json")["lineage"]["train_run"] == str(run.resolve())
+
+
+# ---------------------------------------------------------------- mto --version
+
+
+def test_version_names_libraries_and_device(tmp_path):
+    import importlib.metadata
+
+    import mto as package
+    from mto import training
+
+    proc = mto("--version", cwd=tmp_path)
+    first, libraries, device = proc.stdout.strip().splitlines()
+    assert first == f"mto {package.__version__}"
+    for name in ("torch", "transformers", "peft"):
+        assert f"{name} {importlib.metadata.version(name)}" in libraries
+    kind = training.device().type
+    assert device.startswith(f"device: {kind} (")
+    if kind == "cpu":
+        bf16 = "with" if training.cpu_supports_bf16() else "no"
+        assert f"{bf16} AVX-512 BF16/AMX" in device
+    assert f"precision=auto: {training.resolve_precision('auto', training.device())}" in device

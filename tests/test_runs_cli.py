@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import re
+import socket
+import time
 from pathlib import Path
 
 import pytest
@@ -98,3 +100,57 @@ def test_version_names_libraries_and_device(tmp_path):
         bf16 = "with" if training.cpu_supports_bf16() else "no"
         assert f"{bf16} AVX-512 BF16/AMX" in device
     assert f"precision=auto: {training.resolve_precision('auto', training.device())}" in device
+
+
+# ---------------------------------------------------------------- a hub name without network
+
+
+@pytest.fixture
+def no_hub(tmp_path, monkeypatch) -> Path:
+    """The Hub's endpoint a closed local port (no network, deterministically) and an empty HF cache;
+    returns the cache folder (HF_HOME/hub)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
+        monkeypatch.delenv(name, raising=False)
+    return tmp_path / "hf" / "hub"
+
+
+@pytest.mark.parametrize("hub_offline", [False, True], ids=["no-connection", "HF_HUB_OFFLINE"])
+def test_hub_name_without_network_fails_at_once(tmp_path, monkeypatch, no_hub, hub_offline):
+    if hub_offline:
+        monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    start = time.monotonic()
+    proc = mto("train", "model=t5-small", cwd=tmp_path, check=False)
+    elapsed = time.monotonic() - start
+    assert proc.returncode == 2
+    (line,) = proc.stderr.strip().splitlines()
+    assert line.startswith("mto train: error: model.name_or_path=google-t5/t5-small: not a local folder, "
+                           f"not in the local cache ({no_hub}), and ")  # fmt: skip
+    assert ("HF_HUB_OFFLINE is set" if hub_offline else "is unreachable (Connection refused)") in line
+    assert line.endswith("model.name_or_path=/path/to/folder")
+    (run,) = run_dirs(tmp_path / "outputs")
+    log = (run / "train.log").read_text()
+    assert "loading google-t5/t5-small from the local cache only" in log  # the fast path, no Hub retries
+    assert "thrown while requesting" not in log
+    assert elapsed < 30, elapsed
+
+
+def test_hub_name_without_network_loads_from_the_cache(tmp_path, no_hub, tiny_world):
+    _, tokenizer, model = tiny_world
+    repo = no_hub / "models--google-t5--t5-small"
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    model.save_pretrained(repo / "snapshots" / commit)
+    tokenizer.save_pretrained(repo / "snapshots" / commit)
+    proc = mto("eval", "model=t5-small", "data.n_heads=60", "eval.max_examples=4", "eval.max_new_tokens=4",
+               cwd=tmp_path)  # fmt: skip
+    (run,) = run_dirs(tmp_path / "outputs")
+    assert read_json(run / "run.json")["status"] == "completed"
+    assert read_json(run / "metrics.json")["n"] == 4
+    assert "loading google-t5/t5-small from the local cache only" in (run / "eval.log").read_text()
+    assert proc.stdout.strip().endswith(f"run directory: {run.relative_to(tmp_path)}")

@@ -218,6 +218,35 @@ def template_show(
         raise typer.Exit(2) from None
 
 
+@app.command("completion")
+def completion_command(
+    shell: str = typer.Argument(..., help="bash or zsh"),
+) -> None:
+    """Print a shell completion script: eval "$(mto completion bash)" in ~/.bashrc (zsh: ~/.zshrc).
+
+    It completes commands, config groups and their options (`mto train tem<TAB>` -> `template=`,
+    `template=<TAB>` -> the YAML names in conf/template/), config keys, and folders for run= and the like.
+    """
+    from mto.completion import SHELLS, script
+
+    if shell not in SHELLS:
+        typer.echo(f"mto completion: error: shell {shell!r}: expected one of {', '.join(SHELLS)}", err=True)
+        raise typer.Exit(2)
+    typer.echo(script(shell), nl=False)
+
+
+@app.command("__complete", hidden=True)
+def complete_command(
+    shell: str = typer.Argument(...),
+    words: list[str] = typer.Argument(None),
+) -> None:
+    """The candidates for the completion scripts (the words after `mto`, the last one being completed)."""
+    from mto.completion import complete
+
+    for candidate in complete(shell, list(words or [])):
+        typer.echo(candidate)
+
+
 def main() -> None:  # pragma: no cover - console entry
     app(prog_name="mto")
 

@@ -3,8 +3,12 @@
 
 from __future__ import annotations
 
+import os
 import re
+import shlex
+import shutil
 import socket
+import subprocess
 import time
 from pathlib import Path
 
@@ -154,3 +158,76 @@ def test_hub_name_without_network_loads_from_the_cache(tmp_path, no_hub, tiny_wo
     assert read_json(run / "metrics.json")["n"] == 4
     assert "loading google-t5/t5-small from the local cache only" in (run / "eval.log").read_text()
     assert proc.stdout.strip().endswith(f"run directory: {run.relative_to(tmp_path)}")
+
+
+# ---------------------------------------------------------------- shell completion
+
+
+def _names(group: str) -> list[str]:
+    from mto.config import conf_dir
+
+    return sorted(p.stem for p in (conf_dir() / group).glob("*.yaml"))
+
+
+@pytest.fixture(scope="module")
+def completion_scripts(tmp_path_factory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("completion")
+    scripts = {}
+    for shell in ("bash", "zsh"):
+        scripts[shell] = folder / f"mto.{shell}"
+        scripts[shell].write_text(mto("completion", shell, cwd=folder).stdout)
+    return scripts
+
+
+def bash_complete(script: Path, cwd: Path, *words: str) -> list[str]:
+    """COMPREPLY of the script's completion function in a real bash, for COMP_WORDS = `words` (as bash
+    splits them: `template=ma` is `template`, `=`, `ma`) and the cursor on the last word."""
+    comp_words = " ".join(shlex.quote(w) for w in words)
+    program = (f"source {shlex.quote(str(script))}; COMP_WORDS=({comp_words}); COMP_CWORD={len(words) - 1};"
+               ' _mto_completion; printf "%s\\n" "${COMPREPLY[@]}"')  # fmt: skip
+    proc = subprocess.run(["bash", "--norc", "--noprofile", "-c", program], cwd=cwd, capture_output=True,
+                          text=True, timeout=60)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    return [line for line in proc.stdout.splitlines() if line]
+
+
+def test_bash_completion_of_commands_groups_and_options(completion_scripts, tmp_path):
+    script = completion_scripts["bash"]
+    assert bash_complete(script, tmp_path, "mto", "tr") == ["train"]
+    assert bash_complete(script, tmp_path, "mto", "train", "tem") == ["template="]
+    assert bash_complete(script, tmp_path, "mto", "train", "template", "=") == _names("template")
+    masked = [n for n in _names("template") if n.startswith("masked_p")]
+    assert masked and bash_complete(script, tmp_path, "mto", "train", "seed", "=", "1", "template", "=",
+                                    "masked_p") == masked  # fmt: skip
+    t5 = [n for n in _names("model") if n.startswith("t5-")]
+    assert "t5-small" in t5 and bash_complete(script, tmp_path, "mto", "eval", "model", "=", "t5-") == t5
+    assert bash_complete(script, tmp_path, "mto", "train", "train.l") == ["train.log_every=", "train.lr="]
+    (tmp_path / "outputs" / "train" / "2026-11-22").mkdir(parents=True)
+    assert bash_complete(script, tmp_path, "mto", "eval", "run", "=", "outputs/tr") == ["outputs/train/"]
+    assert bash_complete(script, tmp_path, "mto", "report", "pool", "=", "t") == ["true"]
+    assert bash_complete(script, tmp_path, "mto", "runs", "--status", "fa") == ["failed"]
+
+
+def test_zsh_completion_candidates(completion_scripts, tmp_path):
+    zsh = shutil.which("zsh")
+    if zsh is None:
+        pytest.skip("zsh is not installed")
+
+    def complete(*words: str) -> list[str]:
+        program = (f"source {shlex.quote(str(completion_scripts['zsh']))}; "
+                   f"words=({' '.join(shlex.quote(w) for w in words)}); CURRENT={len(words)}; "
+                   "_mto_candidates; print -rl -- $reply")  # fmt: skip
+        proc = subprocess.run([zsh, "-f", "-c", program], cwd=tmp_path, capture_output=True, text=True,
+                              timeout=60, env={**os.environ, "HOME": str(tmp_path)})  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        return [line for line in proc.stdout.splitlines() if line]
+
+    assert complete("mto", "train", "tem") == ["template="]
+    assert complete("mto", "train", "template=") == [f"template={n}" for n in _names("template")]
+    assert complete("mto", "ev") == ["eval"]
+
+
+def test_completion_refuses_an_unknown_shell(tmp_path):
+    proc = mto("completion", "fish", cwd=tmp_path, check=False)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == "mto completion: error: shell 'fish': expected one of bash, zsh"

@@ -218,6 +218,35 @@ def template_show(
         raise typer.Exit(2) from None
 
 
+@app.command("runs")
+def runs_command(
+    args: list[str] = typer.Argument(None, help="[DIR] (default: outputs), or: show RUN_DIR"),
+    status: str = typer.Option(None, "--status", help="Only runs with this status (completed, failed, ...)."),
+    stage: str = typer.Option(None, "--stage", help="Only runs of this stage (match, adapt, train, ...)."),
+    limit: int = typer.Option(50, "--limit", help="Show at most this many runs (0: all)."),
+) -> None:
+    """List runs newest first: stage, status, start, duration, overrides, headline figure, lineage.
+
+    `mto runs show RUN_DIR` prints one run: its config's differences from the stage's defaults, its
+    figures and its files.
+    """
+    from mto.stages.listing import list_runs, show_run
+
+    args = list(args or [])
+    try:
+        if args[:1] == ["show"]:
+            if len(args) != 2:
+                raise MtoError("show: expected one run directory (mto runs show <dir>)")
+            show_run(args[1])
+        elif len(args) > 1:
+            raise MtoError(f"expected at most one folder, got {len(args)}: {' '.join(args)}")
+        else:
+            list_runs(args[0] if args else "outputs", status=status, stage=stage, limit=limit)
+    except MtoError as err:
+        typer.echo(f"mto runs: error: {err}", err=True)
+        raise typer.Exit(2) from None
+
+
 @app.command("completion")
 def completion_command(
     shell: str = typer.Argument(..., help="bash or zsh"),

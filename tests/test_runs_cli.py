@@ -231,3 +231,94 @@ def test_completion_refuses_an_unknown_shell(tmp_path):
     proc = mto("completion", "fish", cwd=tmp_path, check=False)
     assert proc.returncode == 2
     assert proc.stderr.strip() == "mto completion: error: shell 'fish': expected one of bash, zsh"
+
+
+# ---------------------------------------------------------------- mto runs
+
+
+def table_rows(stdout: str) -> list[list[str]]:
+    """The cells of a rich table's rows (one line each: the tests set a wide COLUMNS)."""
+    return [[c.strip() for c in line.strip("│ ").split("│")] for line in stdout.splitlines()
+            if line.startswith("│")]  # fmt: skip
+
+
+def fake_run(root: Path, name: str, stage: str, status: str, start: str, seconds: int | None, overrides: list,
+             figures: dict | None = None, **info) -> Path:  # fmt: skip
+    import datetime as dt
+    import json
+
+    import yaml
+
+    run = root / name
+    (run / ".hydra").mkdir(parents=True)
+    (run / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump([*overrides, "hydra.run.dir=x"]))
+    begin = dt.datetime.fromisoformat(start)
+    end = None if seconds is None else (begin + dt.timedelta(seconds=seconds)).isoformat()
+    record = {"stage": stage, "status": status, "start_time": start, "end_time": end}
+    record["figures"] = figures or {}
+    (run / "run.json").write_text(json.dumps({**record, **info}))
+    return run
+
+
+@pytest.fixture
+def history(tmp_path, monkeypatch) -> Path:
+    monkeypatch.setenv("COLUMNS", "400")
+    out = tmp_path / "outputs"
+    day = "2026-11-22T"
+    adapt = fake_run(out, "adapt/a1", "adapt", "completed", f"{day}09:00:00+00:00", 600,
+                     ["objective=filling"], {"adapt_loss": 0.42})  # fmt: skip
+    fake_run(out, "train/t1", "train", "completed", f"{day}10:00:00+00:00", 65,
+             ["template=mapping", "seed=1"], {"train_loss": 1.5, "exact_match": 0.7278},
+             lineage={"adapt_run": str(adapt)})  # fmt: skip
+    fake_run(out, "train/t2", "train", "failed", f"{day}11:00:00+00:00", 3, ["data=atomic"],
+             error="DataError: train.tsv:2: expected 3 fields")  # fmt: skip
+    fake_run(out, "eval/e1", "eval", "completed", f"{day}12:00:00+00:00", 7200, ["run=outputs/train/t1"],
+             {"exact_match": 0.5}, lineage={"train_run": str(out / "train/t1")})  # fmt: skip
+    return tmp_path
+
+
+def test_runs_lists_newest_first_with_figures_and_lineage(history):
+    rows = table_rows(mto("runs", cwd=history).stdout)
+    assert [r[0] for r in rows] == ["2026-11-22 12:00:00", "2026-11-22 11:00:00", "2026-11-22 10:00:00",
+                                    "2026-11-22 09:00:00"]  # fmt: skip
+    eval_run, failed, train, adapt = rows
+    assert eval_run[1:4] == ["eval", "completed", "2h 00m"]
+    assert eval_run[5:] == ["exact_match 0.5000", "train_run=outputs/train/t1", "outputs/eval/e1"]
+    assert failed[1:5] == ["train", "failed", "3s", "data=atomic"]
+    assert failed[5] == "DataError: train.tsv:2: expected 3 fields"  # a failed run shows its error
+    assert train[1:] == ["train", "completed", "1m 05s", "template=mapping seed=1", "exact_match 0.7278",
+                         "adapt_run=outputs/adapt/a1", "outputs/train/t1"]  # fmt: skip
+    assert adapt[5] == "adapt_loss 0.4200"
+
+
+def test_runs_filters_by_status_and_stage(history):
+    failed = table_rows(mto("runs", "outputs", "--status", "failed", cwd=history).stdout)
+    assert [r[-1] for r in failed] == ["outputs/train/t2"]
+    assert [r[-1] for r in table_rows(mto("runs", "--stage", "train", cwd=history).stdout)] == [
+        "outputs/train/t2", "outputs/train/t1"]  # fmt: skip
+    limited = mto("runs", "--limit", "1", cwd=history).stdout
+    assert len(table_rows(limited)) == 1 and "1 of 4 runs shown (--limit 0 shows all)" in limited
+    for args, message in ((["--status", "done"], "--status done: expected one of completed, failed"),
+                          (["--stage", "fit"], "--stage fit: expected one of match, adapt, train, eval, run"),
+                          (["nowhere"], "nowhere does not exist")):  # fmt: skip
+        proc = mto("runs", *args, cwd=history, check=False)
+        assert proc.returncode == 2 and proc.stderr.startswith(f"mto runs: error: {message}")
+
+
+def test_runs_show_diffs_the_config_from_the_stage_defaults(trained, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "400")
+    cwd, run, _ = trained
+    out = mto("runs", "show", str(run.relative_to(cwd)), cwd=cwd).stdout
+    rows = table_rows(out)
+    diff = {r[0]: r[1:] for r in rows if len(r) == 3}
+    # Exactly what the command line changed (the fixture's SMALL overrides, seed=3, template=mapping).
+    assert diff["train.steps"] == ["600", "30"] and diff["seed"] == ["42", "3"]
+    assert diff["template.name"] == ["masked_prompting", "mapping"]
+    template = {"template.name", "template.source", "template.target", "template.objective"}
+    changed = {o.split("=")[0] for o in SMALL} | {"seed"} | template
+    assert set(diff) == changed
+    figures = {r[0]: r[1] for r in rows if len(r) == 2}
+    assert figures["train_steps"] == "30" and "exact_match" in figures
+    assert re.fullmatch(r"\d+ files, [\d.]+ MB", figures["model/"])  # files: a folder as one line
+    assert "metrics.json" in figures and "train.log" in figures
+    assert re.search(r"status\s+completed", out) and "next:" not in out

@@ -31,6 +31,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
+
 def _print_version(value: bool) -> None:
     if value:
         from mto.info import version_text
@@ -272,7 +273,9 @@ def complete_command(
     """The candidates for the completion scripts (the words after `mto`, the last one being completed)."""
     from mto.completion import complete
 
-    for candidate in complete(shell, list(words or [])):
+    commands = [c.name for c in app.registered_commands if c.name and not c.hidden]
+    commands += [g.name for g in app.registered_groups if g.name]
+    for candidate in complete(shell, list(words or []), commands):
         typer.echo(candidate)
 
 

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 SHELLS = ("bash", "zsh")
-COMMANDS = ("match", "adapt", "train", "eval", "run", "report", "runs", "template", "completion")
+COMMANDS = ("match", "adapt", "train", "eval", "run", "report", "runs", "template", "completion")  # mto's
 CONFIG_OF = {"match": "match", "adapt": "adapt", "train": "train", "eval": "eval", "run": "pipeline"}
 HYDRA_FLAGS = ("--multirun", "-m", "--cfg", "--resolve", "--info", "--help")
 # Keys whose value is a folder: completed with folders, not from the config.
@@ -71,13 +71,13 @@ def hydra_candidates(config_name: str, previous: list[str], current: str) -> lis
     return sorted({c for c in found if not (c.endswith(".") and c[:-1] in groups)})
 
 
-def candidates(words: list[str]) -> list[str]:
+def candidates(words: list[str], commands=COMMANDS) -> list[str]:
     """Completions of the last of `words` (the command line after `mto`; the last may be '')."""
     *previous, current = words or [""]
     if not previous:
         if current.startswith("-"):
             return _prefixed(("--version", "--help"), current)
-        return _prefixed(COMMANDS, current)
+        return _prefixed(commands, current)
     command = previous[0]
     last = previous[-1]
     if command in CONFIG_OF:
@@ -141,12 +141,12 @@ def bash_words(words: list[str], wordbreaks: str) -> tuple[list[str], str]:
     return joined, current[: cut + 1]
 
 
-def complete(shell: str, words: list[str]) -> list[str]:
+def complete(shell: str, words: list[str], commands=COMMANDS) -> list[str]:
     """What the shell's completion function puts in its reply, one candidate a line."""
     if shell == "bash":
         words, replaced = bash_words(words, os.environ.get("COMP_WORDBREAKS", "\"'><=;|&(:"))
-        return [c[len(replaced):] for c in candidates(words) if c.startswith(replaced)]
-    return candidates(words)
+        return [c[len(replaced):] for c in candidates(words, commands) if c.startswith(replaced)]
+    return candidates(words, commands)
 
 
 def _executable() -> str:

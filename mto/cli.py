@@ -19,7 +19,7 @@ from typing import NoReturn
 
 import typer
 
-from mto.errors import exit_report
+from mto.errors import MtoError, exit_report
 
 app = typer.Typer(
     name="mto",
@@ -31,6 +31,25 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from mto.info import version_text
+
+        typer.echo(version_text())
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: bool = typer.Option(
+        False, "--version", is_eager=True, callback=_print_version,
+        help="Print mto's version, torch/transformers/peft versions and the device, then exit.",
+    ),
+) -> None:  # fmt: skip
+    pass
+
 
 # Every token after the stage name goes to Hydra, `--help` included.
 HYDRA_PASSTHROUGH = {"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []}
@@ -130,29 +149,39 @@ for _name, _config, _module, _help in STAGES:
 @app.command("report")
 def report_command(
     args: list[str] = typer.Argument(
-        ..., help="Run or sweep directories, then by=a,b metric=m lines=k out=dir"
+        ..., help="Run or sweep directories, then by=a,b metric=m lines=k out=dir pool=true html=true"
     ),
 ) -> None:
-    """Gather runs into one table (mean +- std over seeds), CSV, Markdown and PNG plots."""
+    """Gather runs into one table (mean +- std over seeds), CSV, Markdown, PNG plots (html=true: HTML).
+
+    Runs averaged together must differ only in the seed (pool=true: average them anyway, with a warning).
+    """
     from mto.stages.report import report
 
-    options = {"by": None, "metric": "rougeL", "out": None, "lines": None}
+    options = {"by": None, "metric": "rougeL", "out": None, "lines": None, "pool": "false", "html": "false"}
     paths = []
     for arg in args:
         key, sep, value = arg.partition("=")
         if sep and key in options:
             options[key] = value
         elif sep and not Path(arg).exists():
-            typer.echo(
-                f"mto report: error: unknown option {key!r} (expected by=, metric=, lines=, out=)", err=True
-            )
+            expected = ", ".join(f"{k}=" for k in options)
+            typer.echo(f"mto report: error: unknown option {key!r} (expected {expected})", err=True)
             raise typer.Exit(2)
         else:
             paths.append(arg)
     by = [k for k in options["by"].split(",") if k] if options["by"] else None
     lines = [k for k in options["lines"].split(",") if k] if options["lines"] else None
+    flags = {}
+    for name in ("pool", "html"):
+        value = options[name].lower()
+        if value not in ("true", "false", "1", "0", "yes", "no"):
+            typer.echo(f"mto report: error: {name}={options[name]}: expected true or false", err=True)
+            raise typer.Exit(2)
+        flags[name] = value in ("true", "1", "yes")
     try:
-        report(paths, by=by, metric=options["metric"], out=options["out"], lines=lines)
+        report(paths, by=by, metric=options["metric"], out=options["out"], lines=lines, pool=flags["pool"],
+               html_page=flags["html"])  # fmt: skip
     except Exception as err:
         fail("report", err)
 
@@ -180,6 +209,65 @@ def template_show(
         show(cfg, n=n, split=split)
     except Exception as err:
         fail("template show", err)
+
+
+@app.command("runs")
+def runs_command(
+    args: list[str] = typer.Argument(None, help="[DIR] (default: outputs), or: show RUN_DIR"),
+    status: str = typer.Option(None, "--status", help="Only runs with this status (completed, failed, ...)."),
+    stage: str = typer.Option(None, "--stage", help="Only runs of this stage (match, adapt, train, ...)."),
+    limit: int = typer.Option(50, "--limit", help="Show at most this many runs (0: all)."),
+) -> None:
+    """List runs newest first: stage, status, start, duration, overrides, headline figure, lineage.
+
+    `mto runs show RUN_DIR` prints one run: its config's differences from the stage's defaults, its
+    figures and its files.
+    """
+    from mto.stages.listing import list_runs, show_run
+
+    args = list(args or [])
+    try:
+        if args[:1] == ["show"]:
+            if len(args) != 2:
+                raise MtoError("show: expected one run directory (mto runs show <dir>)")
+            show_run(args[1])
+        elif len(args) > 1:
+            raise MtoError(f"expected at most one folder, got {len(args)}: {' '.join(args)}")
+        else:
+            list_runs(args[0] if args else "outputs", status=status, stage=stage, limit=limit)
+    except Exception as err:
+        fail("runs", err)
+
+
+@app.command("completion")
+def completion_command(
+    shell: str = typer.Argument(..., help="bash or zsh"),
+) -> None:
+    """Print a shell completion script: eval "$(mto completion bash)" in ~/.bashrc (zsh: ~/.zshrc).
+
+    It completes commands, config groups and their options (`mto train tem<TAB>` -> `template=`,
+    `template=<TAB>` -> the YAML names in conf/template/), config keys, and folders for run= and the like.
+    """
+    from mto.completion import SHELLS, script
+
+    if shell not in SHELLS:
+        typer.echo(f"mto completion: error: shell {shell!r}: expected one of {', '.join(SHELLS)}", err=True)
+        raise typer.Exit(2)
+    typer.echo(script(shell), nl=False)
+
+
+@app.command("__complete", hidden=True)
+def complete_command(
+    shell: str = typer.Argument(...),
+    words: list[str] = typer.Argument(None),
+) -> None:
+    """The candidates for the completion scripts (the words after `mto`, the last one being completed)."""
+    from mto.completion import complete
+
+    commands = [c.name for c in app.registered_commands if c.name and not c.hidden]
+    commands += [g.name for g in app.registered_groups if g.name]
+    for candidate in complete(shell, list(words or []), commands):
+        typer.echo(candidate)
 
 
 def main() -> None:  # pragma: no cover - console entry

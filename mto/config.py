@@ -400,12 +400,43 @@ def conf_dir() -> Path:
     raise FileNotFoundError(f"mto configs not found next to {here}")
 
 
-def _dirname_suffix(override_dirname: str) -> str:
-    """`_<overrides>` made safe as one path component (no slashes, bounded length), or ''."""
-    if not override_dirname:
-        return ""
-    safe = re.sub(r"[^A-Za-z0-9.+_-]+", "-", override_dirname).strip("-")
-    return "_" + safe[:120]
+def _dirname_suffix(overrides: Any, exclude_keys: Any = ()) -> str:
+    """`_<overrides>` as one path component, or '': the command line's task overrides (a list) spelled
+    `key-value` joined by `_`, the important keys first (`run`, `experiment`, `model`, `tuning`,
+    `template`, `objective`, `data.n_train`, `data`, lineage, `seed`; then the rest alphabetically).
+    A path value is named by its last part (`run=outputs/train/<date>/<leaf>` -> `run-<leaf>`; a sweep
+    job's leaf `3_seed-1` keeps its sweep's folder in front). Overrides that would make the name longer
+    than 120 characters are left out whole, never cut inside a value, and counted at the end
+    (`_+2-more`); all of them are in the run's `.hydra/overrides.yaml`."""
+    limit, hard_limit = 120, 200  # the first override may take up to 200 (a path component holds 255)
+    order = ("run", "experiment", "model", "tuning", "template", "objective", "data.n_train", "data",
+             "adapt_run", "match_run", "seed")  # fmt: skip
+    excluded = {str(k) for k in (exclude_keys or ())}
+    items = []
+    for line in overrides or ():
+        key, sep, value = str(line).partition("=")
+        bare = key.lstrip("+~").split("@")[0]
+        if bare in excluded or bare.startswith(("hydra.", "hydra/")) or not sep:
+            continue
+        if "/" in value and "," not in value:  # a path: its last part (and the sweep folder of a job)
+            parts = [p for p in Path(value.rstrip("/")).parts if p not in ("", "/")]
+            short = parts[-1:] if parts else [value]
+            while len(parts) > len(short) and (re.match(r"\d+_", short[0]) or short[0] in ("model",)):
+                short = parts[-len(short) - 1 :]
+            value = "-".join(short)
+        rank = next((i for i, k in enumerate(order) if bare == k or bare.startswith(k + ".")), len(order))
+        key, value = (re.sub(r"[^A-Za-z0-9.+_-]+", "-", part).strip("-") for part in (key, value))
+        items.append((rank, f"{key}-{value}"))
+    kept, left_out = [], 0
+    for _, item in sorted(items):
+        length = sum(len(k) + 1 for k in kept) + len(item)
+        if length <= limit or (not kept and len(item) <= hard_limit):
+            kept.append(item)
+        else:
+            left_out += 1
+    if left_out:
+        kept.append(f"+{left_out}-more")
+    return "".join("_" + item for item in kept)
 
 
 def register() -> None:

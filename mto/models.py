@@ -17,6 +17,7 @@ import dataclasses
 import hashlib
 import io
 import json
+import logging
 import tempfile
 from collections import Counter
 from collections.abc import Callable, Mapping
@@ -114,18 +115,70 @@ def _load_pretrained(name: str, trust_remote_code: bool, revision: str | None) -
     kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
     if revision is not None:
         kwargs["revision"] = str(revision)
+    # Without the Hub, huggingface_hub retries for about a minute: ask the cache only, at once.
+    offline = None if is_local else _hub_unreachable()
+    if offline:
+        logging.getLogger("mto").warning("%s: loading %s from the local cache only", offline, name)
+        kwargs["local_files_only"] = True
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
         # `use_safetensors=None` (the default) prefers safetensors and falls back to .bin files only via
         # `torch.load(weights_only=True)`; `use_safetensors=True` would refuse old .bin-only checkpoints
         # and, online, ask a Hub bot to convert them.
-        model = AutoModelForSeq2SeqLM.from_pretrained(source, weights_only=True, **kwargs)
+        # (transformers does not pass local_files_only on to its look-up of a PEFT adapter: we do.)
+        extra = {"adapter_kwargs": {"local_files_only": True}} if offline else {}
+        model = AutoModelForSeq2SeqLM.from_pretrained(source, weights_only=True, **kwargs, **extra)
     except (OSError, ValueError) as err:
+        if offline:
+            from huggingface_hub.constants import HF_HUB_CACHE
+
+            raise MtoError(
+                f"model.name_or_path={name}: not a local folder, not in the local cache ({HF_HUB_CACHE}),"
+                f" and {offline}; download it where there is network (`hf download {name}`), or point"
+                " at a local folder with its config.json, weights and tokenizer:"
+                " model.name_or_path=/path/to/folder"
+            ) from err
         where = "not a local folder and not reachable on the Hugging Face Hub"
         if is_local:
             where = "cannot load a model from this folder"
         raise MtoError(f"model.name_or_path={name}: {where} ({_short(err)})") from err
     return tokenizer, model
+
+
+def _hub_unreachable(timeout: float = 3.0) -> str | None:
+    """Why the Hugging Face Hub cannot be asked (HF_HUB_OFFLINE set, or no TCP connection to its endpoint,
+    or to the proxy in front of it, within `timeout` seconds, name lookup included), or None."""
+    import socket
+    import threading
+    import urllib.parse
+    import urllib.request
+
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return "HF_HUB_OFFLINE is set"
+    url = urllib.parse.urlsplit(constants.ENDPOINT)
+    host, port = url.hostname or "", url.port or (443 if url.scheme == "https" else 80)
+    proxy = urllib.request.getproxies().get(url.scheme)
+    if proxy and not urllib.request.proxy_bypass(host):
+        proxy_url = urllib.parse.urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+        host, port = proxy_url.hostname or "", proxy_url.port or 8080
+    outcome: list[str | None] = []
+
+    def connect() -> None:
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+            outcome.append(None)
+        except OSError as err:
+            outcome.append(str(err.strerror or err))
+
+    thread = threading.Thread(target=connect, daemon=True)  # a name lookup ignores socket timeouts
+    thread.start()
+    thread.join(timeout)
+    if outcome and outcome[0] is None:
+        return None
+    why = outcome[0] if outcome else f"no answer in {timeout:.0f} s"
+    return f"the Hugging Face Hub ({host}:{port}) is unreachable ({why})"
 
 
 # --- route 2: a T5 built from scratch ---------------------------------------------------------------

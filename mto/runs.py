@@ -193,7 +193,31 @@ class Run:
             log.error("run failed: %s", self.info["error"])
             log.debug("".join(traceback.format_exception(exc_type, exc, tb)))
         self.save()
+        if exc is None:
+            announce(self.dir, self.info["stage"])
         return False
+
+
+# What a user does next with a completed run of a stage (shown with its directory).
+NEXT_STEP = {
+    "train": "mto eval run={}",
+    "adapt": "mto train adapt_run={}",
+    "match": "mto train template=auto match_run={}",
+}
+
+
+def announce(run_dir: Path, stage: str) -> None:
+    """Print where a completed run is (relative to the working directory when inside it) as the last
+    line of the stage's output, after the next step it allows. Plain print, not rich: a path must
+    never be wrapped, so it can be pasted back (`mto eval run=<dir>`)."""
+    path = Path(run_dir).resolve()
+    try:
+        shown = path.relative_to(Path.cwd().resolve())
+    except ValueError:
+        shown = path
+    if stage in NEXT_STEP:
+        print(f"next: {NEXT_STEP[stage].format(shown)}")
+    print(f"run directory: {shown}", flush=True)
 
 
 def load_run(run_dir: str | Path) -> tuple[dict, DictConfig]:

@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -118,13 +120,23 @@ def test_sigterm_then_resume_gives_the_same_metrics(tmp_path):
 # ---------------------------------------------------------------- mto report
 
 
+def _merge(base: dict, extra: dict) -> dict:
+    for key, value in extra.items():
+        base[key] = _merge(base.get(key, {}), value) if isinstance(value, dict) else value
+    return base
+
+
 def fake_run(folder: Path, status: str, template: str, n_train, seed: int, rouge: float | None,
-             per_group: dict | None = None, twin: Path | None = None) -> Path:  # fmt: skip
+             per_group: dict | None = None, twin: Path | None = None, extra: dict | None = None,
+             lineage: dict | None = None, stage: str = "train") -> Path:  # fmt: skip
+    """A run directory as a stage writes it; `extra` is merged into its config, `lineage` into run.json."""
     (folder / ".hydra").mkdir(parents=True)
-    config = {"stage": "train", "seed": seed, "template": {"name": template}, "data": {"name": "synthetic",
-              "n_train": n_train}, "model": {"name_or_path": "tiny"}}  # fmt: skip
+    config = {"stage": stage, "seed": seed, "template": {"name": template}, "data": {"name": "synthetic",
+              "n_train": n_train, "sample_seed": "${seed}"}, "model": {"name_or_path": "tiny"},
+              "tuning": {"method": "full"}, "train": {"steps": 30}, "threads": None}  # fmt: skip
+    _merge(config, extra or {})
     (folder / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
-    info = {"stage": "train", "status": status, "figures": {}}
+    info = {"stage": stage, "status": status, "figures": {}, "lineage": lineage or {}}
     if twin is not None:
         info["twin"] = str(twin)
     (folder / "run.json").write_text(json.dumps(info))
@@ -164,6 +176,197 @@ def test_report_on_a_sweep_with_a_failed_run(tmp_path):
 
         height, width, _ = matplotlib.image.imread(tmp_path / "report" / name).shape
         assert height > 100 and width > 100
+
+
+def mixed_methods(root: Path) -> Path:
+    """The issue's folder: one template, full and LoRA tuning at 30 and 600 steps, two seeds each."""
+    i = 0
+    for method, steps, base in (("full", 30, 0.1), ("full", 600, 0.8), ("lora", 30, 0.0), ("lora", 600, 0.5)):
+        for seed in (1, 2):
+            extra = {"tuning": {"method": method, **({"r": 8} if method == "lora" else {})},
+                     "train": {"steps": steps}}  # fmt: skip
+            fake_run(root / str(i), "completed", "mapping", None, seed, base + 0.01 * seed, extra=extra)
+            i += 1
+    return root
+
+
+def test_report_refuses_to_average_runs_that_differ_in_more_than_the_seed(tmp_path):
+    runs = mixed_methods(tmp_path / "sweep")
+    proc = mto("report", str(runs), "by=template", f"out={tmp_path / 'r'}", cwd=tmp_path, check=False)
+    assert proc.returncode == 2
+    (line,) = proc.stderr.strip().splitlines()
+    assert line.startswith("mto report: error: runs averaged together differ in more than the seed")
+    assert "tuning.method (full, lora)" in line and "train.steps (30, 600)" in line
+    assert "tuning.r" in line  # LoRA's own key, absent from the full runs
+    assert "by=template,tuning,train.steps" in line and "pool=true" in line
+    assert not (tmp_path / "r").exists()
+
+    # Split by what differs: one row per (method, steps), each the mean of its two seeds.
+    mto("report", str(runs), "by=template,tuning,train.steps", f"out={tmp_path / 'r'}", cwd=tmp_path)
+    rows = list(csv.DictReader((tmp_path / "r" / "report.csv").open()))
+    table = {(r["tuning.method"], r["train.steps"]): (float(r["rougeL_mean"]), int(r["runs"])) for r in rows}
+    assert table == {("full", "30"): (pytest.approx(0.115), 2), ("full", "600"): (pytest.approx(0.815), 2),
+                     ("lora", "30"): (pytest.approx(0.015), 2), ("lora", "600"): (pytest.approx(0.515), 2)}
+
+    # pool=true averages them anyway, and says so on stderr and in report.md.
+    proc = mto("report", str(runs), "by=template", "pool=true", f"out={tmp_path / 'p'}", cwd=tmp_path)
+    assert "warning: pooled runs that differ in more than the seed" in proc.stderr
+    assert "tuning.method (full, lora)" in proc.stderr
+    (row,) = list(csv.DictReader((tmp_path / "p" / "report.csv").open()))
+    assert int(row["runs"]) == 8 and float(row["rougeL_mean"]) == pytest.approx(0.365)
+    assert "Warning: pooled runs that differ" in (tmp_path / "p" / "report.md").read_text()
+    bad = mto("report", str(runs), "pool=maybe", cwd=tmp_path, check=False)
+    assert bad.returncode == 2
+    assert bad.stderr.strip() == "mto report: error: pool=maybe: expected true or false"
+
+
+def test_report_compares_runs_through_the_runs_they_started_from(tmp_path):
+    # Two adaptations, each run with two seeds; train runs name their adapt run in config and lineage.
+    adapt = {}
+    for objective in ("filling", "span_corruption"):
+        for seed in (1, 2):
+            adapt[objective, seed] = fake_run(
+                tmp_path / "adapt" / f"{objective}-{seed}", "completed", "mapping", None, seed, None,
+                stage="adapt", extra={"objective": {"name": objective}},
+            )  # fmt: skip
+    for i, ((objective, seed), run) in enumerate(sorted(adapt.items())):
+        fake_run(tmp_path / "train" / str(i), "completed", "mapping", 16, seed, 0.2 + 0.1 * i,
+                 extra={"adapt_run": str(run)}, lineage={"adapt_run": str(run), "adapt_objective": objective})
+    # Seeds of one arm are alike although their adapt runs are two directories (they differ in the seed).
+    proc = mto("report", str(tmp_path / "train"), "by=template", f"out={tmp_path / 'r'}", cwd=tmp_path,
+               check=False)  # fmt: skip
+    assert proc.returncode == 2
+    assert "adapt_run.objective.name (filling, span_corruption)" in proc.stderr
+    assert "by=template,adapt_run.objective.name" in proc.stderr
+    for by in ("template,adapt_run.objective.name", "template,adaptation"):
+        mto("report", str(tmp_path / "train"), f"by={by}", f"out={tmp_path / by}", cwd=tmp_path)
+        rows = list(csv.DictReader((tmp_path / by / "report.csv").open()))
+        assert [(int(r["runs"]), round(float(r["rougeL_mean"]), 4)) for r in rows] == [(2, 0.25), (2, 0.45)]
+
+
+def _records(root: Path):
+    from mto.stages.report import gather
+
+    records, _ = gather([str(root)])
+    return records
+
+
+def _texts(labels) -> list[str]:
+    return [t.get_text() for t in labels]
+
+
+def test_fewshot_plot_says_what_it_shows(tmp_path):
+    from mto.stages.report import fewshot_figure
+
+    for i, (template, n_train, seed, rouge) in enumerate([
+        ("mapping", 16, 1, 0.0), ("mapping", 16, 2, 0.4), ("mapping", 64, 1, 0.5), ("mapping", 64, 2, 0.5),
+        ("masked_prompting", 16, 1, 0.6), ("masked_prompting", 64, 1, 0.7), ("masked_prompting", 64, 2, 0.9),
+    ]):  # fmt: skip
+        fake_run(tmp_path / "a" / str(i), "completed", template, n_train, seed, rouge)
+    fig = fewshot_figure(_records(tmp_path / "a"), "exact_match", ["template.name"], "template")
+    (ax,) = fig.axes
+    assert _texts(ax.get_xticklabels()) == ["16", "64"]  # the sizes, not 2x10^1; no 'full' without full data
+    assert "full" not in ax.get_xlabel() and "data.n_train" in ax.get_xlabel()
+    assert ax.get_ylabel() == "exact_match"
+    assert ax.get_title().startswith("exact_match vs few-shot size\nmean ± std over seeds")
+    legend = ["mapping (n=2 per point)", "masked_prompting (n=1-2 per point)"]
+    assert _texts(ax.get_legend().get_texts()) == legend
+    # exact_match of mapping at 16: 0.0 and 0.2 -> mean 0.1, std 0.14; the bar stops at 0, not at -0.04.
+    bars = [seg for c in ax.containers for coll in c.lines[2] for seg in coll.get_segments()]
+    assert min(y for seg in bars for _, y in seg) == pytest.approx(0.0)
+    assert max(y for seg in bars for _, y in seg) <= 1.0
+
+    # With full-data runs: the rightmost tick says so.
+    fake_run(tmp_path / "a" / "full", "completed", "mapping", None, 1, 0.8)
+    ax = fewshot_figure(_records(tmp_path / "a"), "rougeL", ["template.name"]).axes[0]
+    assert _texts(ax.get_xticklabels()) == ["16", "64", "full"]
+    assert "full: all training data" in ax.get_xlabel()
+
+
+def test_without_a_fewshot_axis_the_report_draws_bars(tmp_path):
+    from mto.stages.report import fewshot_figure
+
+    for i, (template, seed, rouge) in enumerate([("mapping", 1, 0.3), ("mapping", 2, 0.5),
+                                                 ("masked_prompting", 1, 0.7)]):  # fmt: skip
+        fake_run(tmp_path / "runs" / str(i), "completed", template, None, seed, rouge)
+    ax = fewshot_figure(_records(tmp_path / "runs"), "rougeL", ["template.name"], "template").axes[0]
+    # One bar per template (mean over its seeds), not a point at x=1.0.
+    assert [round(p.get_height(), 4) for p in ax.patches] == [0.4, 0.7]
+    assert _texts(ax.get_xticklabels()) == ["mapping\n(n=2)", "masked_prompting\n(n=1)"]
+    assert ax.get_title().startswith("rougeL by template (full training data)")
+    mto("report", str(tmp_path / "runs"), "by=template", f"out={tmp_path / 'r'}", cwd=tmp_path)
+    assert (tmp_path / "r" / "rougeL_by_template.png").is_file()
+    assert not (tmp_path / "r" / "rougeL_vs_fewshot.png").exists()
+
+
+def test_per_relation_plot_says_what_it_pools(tmp_path):
+    from mto.stages.report import relation_figure
+
+    for i, (template, n_train, seed, groups) in enumerate([
+        ("mapping", 16, 1, {"xIntent": 0.9, "xNeed": 0.9}),  # a smaller size: not in the plot
+        ("mapping", 64, 1, {"xIntent": 0.2, "xNeed": 0.4}),
+        ("mapping", 64, 2, {"xIntent": 0.4, "xNeed": 0.6}),
+        ("masked_prompting", 64, 1, {"xIntent": 0.5, "xNeed": 0.7}),
+    ]):  # fmt: skip
+        fake_run(tmp_path / "runs" / str(i), "completed", template, n_train, seed, 0.5, per_group=groups)
+    fig = relation_figure(_records(tmp_path / "runs"), ["template.name"], "template", "model=tiny")
+    (ax,) = fig.axes
+    assert ax.get_title() == ("ROUGE-L per relation, data.n_train=64 (the largest size)\n"
+                              "mean ± std over seeds; model=tiny")  # fmt: skip
+    assert ax.get_xlabel() == "relation" and ax.get_ylabel() == "ROUGE-L (F1)"
+    assert _texts(ax.get_xticklabels()) == ["xIntent", "xNeed"]
+    assert _texts(ax.get_legend().get_texts()) == ["mapping (n=2)", "masked_prompting (n=1)"]
+    from matplotlib.container import BarContainer
+
+    mapping = next(c for c in ax.containers if isinstance(c, BarContainer))
+    assert [round(p.get_height(), 4) for p in mapping.patches] == [0.3, 0.5]
+    # Error bars: mapping's two seeds differ by 0.2 -> std 0.1414 either side of each bar.
+    segments = mapping.errorbar.lines[2][0].get_segments()
+    assert [round(seg[1][1] - seg[0][1], 4) for seg in segments] == [0.2828, 0.2828]
+
+
+def test_report_html_page_renders_in_a_browser(tmp_path):
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        pytest.skip("chromium is not installed (apt-get install chromium): the HTML page cannot be rendered")
+    adapt = fake_run(tmp_path / "adapt", "completed", "mapping", None, 1, None, stage="adapt")
+    for i, (template, n_train, seed, rouge) in enumerate([
+        ("mapping", 16, 1, 0.3), ("mapping", 16, 2, 0.5), ("mapping", 64, 1, 0.6),
+        ("masked_prompting", 16, 1, 0.6), ("masked_prompting", 64, 1, 0.8), ("masked_prompting", 64, 2, 0.9),
+    ]):  # fmt: skip
+        fake_run(tmp_path / "sweep" / str(i), "completed", template, n_train, seed, rouge,
+                 {"xIntent": rouge, "xNeed": rouge / 2}, extra={"adapt_run": str(adapt)},
+                 lineage={"adapt_run": str(adapt)})  # fmt: skip
+    fake_run(tmp_path / "sweep" / "9", "failed", "mapping", 64, 2, None)
+    mto("report", str(tmp_path / "sweep"), "by=template,data.n_train", "html=true", f"out={tmp_path / 'r'}",
+        cwd=tmp_path)  # fmt: skip
+    page = (tmp_path / "r" / "report.html").read_text()
+    assert "http://" not in page and "https://" not in page  # self-contained: nothing fetched
+    assert re.findall(r'<img [^>]*src="([^"]{0,22})', page) == ["data:image/png;base64,"] * 2
+
+    # Opened from disk by a real browser; a probe script (added to a copy) records how the images decoded.
+    probe = tmp_path / "r" / "probe.html"
+    script = ("<script>window.addEventListener('load', () => document.body.setAttribute('data-decoded', "
+              "[...document.images].map(i => i.complete ? i.naturalWidth + 'x' + i.naturalHeight : 'broken')"
+              ".join(',')));</script>")  # fmt: skip
+    probe.write_text(page.replace("</body>", script + "</body>"))
+    flags = ["--headless", "--disable-gpu", "--no-sandbox", "--virtual-time-budget=5000", "--dump-dom"]
+    proc = subprocess.run([browser, *flags, probe.as_uri()], capture_output=True, text=True, timeout=120)
+    dom = proc.stdout
+    assert proc.returncode == 0 and "<table" in dom, proc.stderr[-2000:]
+    decoded = re.search(r'data-decoded="([^"]*)"', dom).group(1).split(",")
+    assert len(decoded) == 2
+    for size in decoded:
+        width, height = (int(v) for v in size.split("x"))
+        assert width > 300 and height > 200
+    summary = dom.split('id="summary"')[1].split("</table>")[0]
+    rows = [re.sub(r"<[^>]+>", "|", row) for row in re.findall(r'<tr id="row-\d+">.*?</tr>', summary)]
+    cells = [[c for c in row.split("|") if c] for row in rows]
+    assert cells == [["mapping", "16", "0.4000 ± 0.1414", "2"], ["mapping", "64", "0.6000 ± 0.0000", "1"],
+                     ["masked_prompting", "16", "0.6000 ± 0.0000", "1"],
+                     ["masked_prompting", "64", "0.8500 ± 0.0707", "2"]]  # fmt: skip
+    assert dom.count(f"adapt_run: {adapt}") == 6  # each run's lineage, under its group
+    assert "9</code>: failed" in dom
 
 
 # ---------------------------------------------------------------- a real SLURM

@@ -1,7 +1,8 @@
 """`tuning=prompt|prefix|lora`: the PEFT methods, built, saved and loaded the PEFT way.
 
-The model becomes a `peft.PeftModelForSeq2SeqLM`, whose `forward` and `generate` the training loop and
-the evaluation call unchanged; the base is frozen by PEFT. Saving is `save_pretrained` (the folder holds
+The model becomes a `peft.PeftModelForSeq2SeqLM` (for prefix tuning, its subclass in prefix.py, which
+hands the prefix to transformers 5 as `cache`), whose `forward` and `generate` the training loop and the
+evaluation call unchanged; the base is frozen by PEFT. Saving is `save_pretrained` (the folder holds
 `adapter_config.json` and `adapter_model.safetensors`, kilobytes), loading `PeftModel.from_pretrained` on
 the rebuilt or reloaded base (mto/tuning/base.py).
 """

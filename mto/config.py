@@ -252,6 +252,9 @@ class EvalConfig:
     max_new_tokens: int = 24
     max_examples: Optional[int] = None  # evaluate on the first N examples only
     extra_splits: list[str] = field(default_factory=list)  # also score these (metrics_<split>.json)
+    # `mto eval` of a model built from scratch (`model.build`, the default `tiny`) with no `run=` or adapter
+    # scores random weights: refused (mto/stages/eval.py) unless asked for here, as an untrained baseline.
+    allow_untrained: bool = False
 
     def __post_init__(self) -> None:
         splits = [("eval.split", self.split)] + [("eval.extra_splits", s) for s in self.extra_splits]

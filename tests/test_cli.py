@@ -156,7 +156,8 @@ def test_malformed_atomic_file_fails_cleanly(tmp_path: Path):
 
 
 def test_missing_data_folder_is_named(tmp_path: Path):
-    proc = mto("eval", "data=atomic", f"data.path={tmp_path / 'nowhere'}", cwd=tmp_path, check=False)
+    missing = [f"data.path={tmp_path / 'nowhere'}", "eval.allow_untrained=true"]  # not refused for no run=
+    proc = mto("eval", "data=atomic", *missing, cwd=tmp_path, check=False)
     assert proc.returncode != 0
     assert "nowhere" in proc.stderr and "Traceback" not in proc.stderr
 

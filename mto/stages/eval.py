@@ -1,7 +1,9 @@
 """`mto eval`: generate for a split and score it.
 
     mto eval run=<train run dir>             # the run's model, data and template
-    mto eval model.name_or_path=<dir|hub>    # any seq2seq model with this config's data and template
+    mto eval model=t5-small                  # a checkpoint, with this config's data and template
+    mto eval model.name_or_path=<dir|hub> model.build=null
+    mto eval eval.allow_untrained=true       # the default `tiny`, untrained: a from-scratch baseline
 
 Decoding is greedy by default (`eval.num_beams=1`, no sampling, no repetition penalty), with
 `eval.max_new_tokens` capping the output; the settings are passed explicitly so a model's own
@@ -20,6 +22,7 @@ from rich.console import Console
 from rich.table import Table
 
 from mto.config import MtoConfig, typed
+from mto.errors import ConfigError
 from mto.metrics import score_choices, score_generation
 from mto.runs import Run, atomic_write_json, atomic_write_text
 from mto.stages import steps
@@ -115,11 +118,27 @@ def show_metrics(summary: dict, title: str) -> None:
     Console().print(table)
 
 
+def check_something_trained(cfg: MtoConfig) -> None:
+    """Refuse to score random weights by accident: `run=` given empty (a shell glob that matched nothing),
+    or no run, adapter or checkpoint, only a model built from scratch (`model.build`: the default `tiny`),
+    unless `eval.allow_untrained=true` asks for that baseline."""
+    if cfg.run is not None and not str(cfg.run).strip():
+        raise ConfigError("run= is empty (a pattern that matched no directory?): expected a train run")
+    untrained = cfg.run is None and not cfg.tuning.adapter and cfg.model.build is not None
+    if untrained and not cfg.eval.allow_untrained:
+        raise ConfigError(
+            f"nothing trained to evaluate: model={cfg.model.name_or_path} is built from scratch "
+            "(model.build) and no run= is given. Evaluate a run (run=<train run dir>) or a checkpoint "
+            "(model=t5-small, model.name_or_path=<dir> model.build=null), or score the untrained model as "
+            "a baseline with eval.allow_untrained=true"
+        )
+
+
 @steps.stage_main
 def main(cfg: DictConfig) -> dict:
     out_dir = steps.job_dir()
     with Run(out_dir, cfg) as run:
-        if cfg.run:
+        if cfg.run is not None and str(cfg.run).strip():
             cfg, parent = inherit_from_run(cfg, cfg.run)
             run.record(
                 lineage={
@@ -128,6 +147,7 @@ def main(cfg: DictConfig) -> dict:
                 }
             )
         cfg = typed(cfg)
+        check_something_trained(cfg)
         precision = steps.setup(cfg)
         task = steps.get_task(cfg)
         run.record(data_fingerprint=task.fingerprint)

@@ -5,7 +5,7 @@ pairs in, a trained model out, generated token ids back. One module per job:
 - `features`: tokenised pairs, the per-epoch batches, padding (`collate`), the tokenised-feature cache;
 - `checkpoint`: the run's checkpoint folder and the signals that ask for one (SIGTERM, SIGUSR1/2);
 - `loop`: the optimiser and schedule, and `train_model`;
-- `decoding`: `generate` (batched, greedy by default) and the fast greedy path for plain T5.
+- `decoding`: `generate` (batched, greedy by default) and the fast greedy path for T5 (plain, LoRA, prefix).
 
 Nothing is re-exported here: import from the module that owns the function.
 """

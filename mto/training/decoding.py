@@ -1,7 +1,11 @@
 """Decoding: `generate` for a list of sources (what `mto eval` scores), and the greedy path it takes for
-a plain T5, which gives `model.generate`'s tokens with less work per step."""
+a T5 (plain, or with a LoRA or prefix-tuning adapter), which gives `model.generate`'s tokens with less
+work per step."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
 
 import torch
 
@@ -17,14 +21,34 @@ _GREEDY_CHANGERS = (
 )  # fmt: skip
 
 
-def supports_greedy_generate(model) -> bool:
-    """Whether `greedy_generate` gives what `model.generate(num_beams=1, do_sample=False)` gives: a plain
-    T5 (not wrapped by PEFT) whose generation config adds nothing to argmax decoding."""
+def _decoder(model) -> tuple[Any, Callable[[int], Any] | None] | None:
+    """(the T5 that `greedy_generate` steps, the function giving the cache decoding `n` rows starts from,
+    or None: an empty one) for a model whose greedy decoding it reproduces; None for any other.
+
+    A PEFT model's T5 is its base: LoRA's layers sit inside it, and prefix tuning's trained keys and values
+    are the cache decoding starts from (as in `model.generate`, mto/tuning/prefix.py). Prompt tuning, whose
+    vectors go in front of the encoder's input, is left to `model.generate`."""
     from transformers import T5ForConditionalGeneration
 
-    if not isinstance(model, T5ForConditionalGeneration):
+    start = None
+    peft = getattr(model, "active_peft_config", None)
+    if peft is not None:
+        if peft.peft_type not in ("LORA", "PREFIX_TUNING"):
+            return None
+        if peft.peft_type == "PREFIX_TUNING":
+            start = model.get_prompt
+        model = model.get_base_model()
+    return (model, start) if isinstance(model, T5ForConditionalGeneration) else None
+
+
+def supports_greedy_generate(model) -> bool:
+    """Whether `greedy_generate` gives what `model.generate(num_beams=1, do_sample=False)` gives: a T5
+    (plain, or under a PEFT LoRA or prefix adapter) whose generation config adds nothing to argmax
+    decoding."""
+    decoder = _decoder(model)
+    if decoder is None:
         return False
-    gen = model.generation_config
+    gen = decoder[0].generation_config
     if any(getattr(gen, name, None) not in (None, [], {}) for name in _GREEDY_CHANGERS):
         return False
     if (getattr(gen, "min_length", 0) or 0) > 0:
@@ -40,7 +64,12 @@ def greedy_generate(
     max_new_tokens=...)` does it, with less work per step: no logits processors or stopping-criteria
     objects, and rows that have emitted EOS leave the batch (their encoder states, mask and key/value
     cache rows are dropped once an eighth of the batch has finished), so a batch no longer runs at the
-    pace of its longest output. Returns per row [decoder start, tokens..., EOS] (no trailing padding)."""
+    pace of its longest output. Returns per row [decoder start, tokens..., EOS] (no trailing padding).
+    `model` is one that `supports_greedy_generate` accepts."""
+    decoder = _decoder(model)
+    if decoder is None:
+        raise TypeError(f"greedy_generate cannot decode a {type(model).__name__}: use model.generate")
+    model, start_cache = decoder
     gen = model.generation_config
     start = gen.decoder_start_token_id
     if start is None:
@@ -54,16 +83,16 @@ def greedy_generate(
     hidden = model.get_encoder()(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
     mask = attention_mask
     tokens = torch.full((n, 1), start, dtype=torch.long, device=input_ids.device)
-    past = None
+    cache = start_cache(n) if start_cache is not None else None
     for _ in range(max_new_tokens):
         out = model(
             encoder_outputs=(hidden,),
             attention_mask=mask,
             decoder_input_ids=tokens,
-            past_key_values=past,
+            cache=cache,
             use_cache=True,
         )
-        past = out.past_key_values
+        cache = out.cache
         next_tokens = out.logits[:, -1, :].argmax(-1)
         n_done = 0
         for pos, token in enumerate(next_tokens.tolist()):
@@ -73,11 +102,11 @@ def greedy_generate(
             n_done += finished[pos]
         if n_done == len(rows):
             break
-        if n_done * 8 >= len(rows) and hasattr(past, "reorder_cache"):
+        if n_done * 8 >= len(rows) and hasattr(cache, "reorder_cache"):
             keep = [pos for pos in range(len(rows)) if not finished[pos]]
             index = torch.tensor(keep, device=hidden.device)
             hidden, mask, next_tokens = hidden[index], mask[index], next_tokens[index]
-            past.reorder_cache(index)
+            cache.reorder_cache(index)
             rows = [rows[pos] for pos in keep]
             finished = [False] * len(rows)
         tokens = next_tokens[:, None]

@@ -1,7 +1,8 @@
 """`tuning=prompt|prefix|lora`: the PEFT methods, built, saved and loaded the PEFT way.
 
-The model becomes a `peft.PeftModelForSeq2SeqLM`, whose `forward` and `generate` the training loop and
-the evaluation call unchanged; the base is frozen by PEFT. Saving is `save_pretrained` (the folder holds
+The model becomes a `peft.PeftModelForSeq2SeqLM` (for prefix tuning, its subclass in prefix.py, which
+hands the prefix to transformers 5 as `cache`), whose `forward` and `generate` the training loop and the
+evaluation call unchanged; the base is frozen by PEFT. Saving is `save_pretrained` (the folder holds
 `adapter_config.json` and `adapter_model.safetensors`, kilobytes), loading `PeftModel.from_pretrained` on
 the rebuilt or reloaded base (mto/tuning/base.py).
 """
@@ -101,6 +102,8 @@ def apply(model: Any, tokenizer: Any, t: TuningConfig, init_texts: list[str], se
     embeddings = model.get_input_embeddings()
     with quiet(), peft_errors(type(config).__name__):
         peft_model = get_peft_model(model, config)
+    if t.method == "prefix":
+        peft_model = _prefix_through_cache(peft_model)
     if t.method == "prompt":
         weight = peft_model.prompt_encoder["default"].embedding.weight
         vectors = initial_vectors(
@@ -132,7 +135,18 @@ def load(model: Any, path: Path) -> Any:
     from peft import PeftModel
 
     with quiet():
-        return PeftModel.from_pretrained(model, str(path), is_trainable=False)
+        peft_model = PeftModel.from_pretrained(model, str(path), is_trainable=False)
+    if peft_model.active_peft_config.peft_type == "PREFIX_TUNING":
+        peft_model = _prefix_through_cache(peft_model)
+    return peft_model
+
+
+def _prefix_through_cache(peft_model: Any) -> Any:
+    """A prefix-tuned model that hands its prefix to transformers 5 as `cache` (prefix.py: PEFT 0.21's
+    way is dropped by `generate`, which then decodes without the prefix)."""
+    from mto.tuning.prefix import use_cache_api
+
+    return use_cache_api(peft_model)
 
 
 @contextlib.contextmanager

@@ -315,15 +315,16 @@ class PipelineConfig:
 
 
 class MatchMethod(Choice):
-    model = "model"  # score the templates with the model (gold-token NLL and rank)
-    rules = "rules"  # decide from the task's shape, without a model
+    zero_shot = "zero_shot"  # score the templates zero-shot with the model (gold-token NLL and rank)
+    rules = "rules"  # the MTO code's rules (temp_flex per relation, temp_len per question), no model
+    model = "model"  # the former name of zero_shot, still accepted (read as zero_shot)
 
 
 @dataclass
 class MatchConfig:
     """`mto match`: which templates to score, on how many examples, and the decision threshold."""
 
-    method: MatchMethod = MatchMethod.model
+    method: MatchMethod = MatchMethod.zero_shot
     n: int = 32  # examples sampled per relation (per task for QA) from the training pool
     threshold: float = 0.30  # Filling when the maskability index MI >= threshold
     mapping_template: Optional[str] = None  # null: prompting (knowledge) | answer (QA)
@@ -332,6 +333,8 @@ class MatchConfig:
     batch_size: int = 32
 
     def __post_init__(self) -> None:
+        if self.method == MatchMethod.model:
+            self.method = MatchMethod.zero_shot
         positive_int(self.n, "match.n")
         positive_int(self.batch_size, "match.batch_size")
         expect(_is_number(self.threshold) and self.threshold <= 1, "match.threshold", self.threshold,

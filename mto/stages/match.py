@@ -10,7 +10,9 @@ not EOS). The maskability index of a relation is
 
 with R the mean gold rank under the mapping template (default `prompting`) and the filling template
 (default `masked_prompting`). Relations with MI >= `match.threshold` are Filling, the others Mapping.
-`match.method=rules` decides without a model (see `mto.matching.rule_decision`).
+`match.method=zero_shot` is this scoring (`model` is its former name); `match.method=rules` decides without
+a model with the MTO code's rules (`mto.matching`: temp_flex per relation, temp_len per question; a group
+decided per example shows its Filling share, and `template=auto` applies the rule to each example).
 
 `mto train template=auto match_run=<dir>` and `mto adapt objective=auto match_run=<dir>` read the
 decisions from `match.json`.
@@ -28,7 +30,7 @@ from rich.table import Table
 
 from mto.config import typed
 from mto.errors import ConfigError
-from mto.matching import FILLING, MATCH_FILE, decide, rule_decision
+from mto.matching import FILLING, MAPPING, MATCH_FILE, decide, rule_decision, rule_of
 from mto.runs import Run, atomic_write_json
 from mto.stages import steps
 from mto.stages.inherit import start_from_adapt_run
@@ -97,8 +99,21 @@ def show(results: dict[str, dict], templates: list[str], threshold: float) -> No
             score = res.get("templates", {}).get(name)
             cells += [f"{score['nll']:.3f}", f"{score['rank']:.1f}"] if score else ["-", "-"]
         mi = res.get("mi")
-        table.add_row(group, *cells, "-" if mi is None else f"{mi:.3f}", res["decision"])
+        decision = res["decision"]
+        if "filling_share" in res:  # decided per example: the majority, with the Filling share
+            decision += f" ({res['filling_share']:.0%} of examples filling)"
+        table.add_row(group, *cells, "-" if mi is None else f"{mi:.3f}", decision)
     Console().print(table)
+
+
+def rules(examples: list[dict]) -> dict:
+    """The rule-based decision of one group: temp_flex decides the relation; temp_len decides each
+    question, and the group shows the majority with the Filling share."""
+    rule = rule_of(examples[0])
+    choices = [rule_decision(ex) for ex in examples]
+    share = choices.count(FILLING) / len(choices)
+    decision = FILLING if share >= 0.5 else MAPPING
+    return {"decision": decision, "rule": rule, **({"filling_share": share} if rule == "temp_len" else {})}
 
 
 # The (mapping, filling) template pair MI compares, by the task's metric, unless set in `match.*`.
@@ -134,8 +149,8 @@ def main(cfg: DictConfig) -> dict:
         for template in templates.values():
             template.check(task.train[0].keys(), task.name, relations)
         if cfg.match.method == "rules":
-            results = {g: {"decision": rule_decision(exs[0], cfg.phrases)} for g, exs in sample.items()}
-        elif cfg.match.method == "model":
+            results = {g: rules(exs) for g, exs in sample.items()}
+        elif cfg.match.method == "zero_shot":
             tokenizer, model = steps.get_model(cfg, task)
             scores = {
                 group: {
@@ -146,7 +161,7 @@ def main(cfg: DictConfig) -> dict:
             }
             results = decide(scores, pair, cfg.match.threshold)
         else:
-            raise ConfigError(f"match.method={cfg.match.method}: expected model or rules")
+            raise ConfigError(f"match.method={cfg.match.method}: expected zero_shot or rules")
         decisions = {g: r["decision"] for g, r in results.items()}
         share = sum(d == FILLING for d in decisions.values()) / len(decisions)
         atomic_write_json(
@@ -160,6 +175,8 @@ def main(cfg: DictConfig) -> dict:
                 "n_per_group": cfg.match.n,
                 "groups": results,
                 "decisions": decisions,
+                # groups whose examples the rules decide one by one (template=auto follows each)
+                "per_example": sorted(g for g, r in results.items() if r.get("rule") == "temp_len"),
             },
         )
         show(results, names, cfg.match.threshold)

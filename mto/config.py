@@ -252,8 +252,20 @@ class EvalConfig:
     max_new_tokens: int = 24
     max_examples: Optional[int] = None  # evaluate on the first N examples only
     extra_splits: list[str] = field(default_factory=list)  # also score these (metrics_<split>.json)
+    # More metrics beside the task's own (mto/metrics.py METRICS): rougeL_ref (the MTO code's ROUGE-L,
+    # the `rouge` package), sentence_cosine (sentence-embedding cosine, needs eval.similarity_model)
+    metrics: list[str] = field(default_factory=list)
+    similarity_model: Optional[str] = None  # a local sentence-transformers model folder (sentence_cosine)
 
     def __post_init__(self) -> None:
+        from mto.metrics import check_metrics
+
+        check_metrics(self.metrics)
+        if "sentence_cosine" in self.metrics and not self.similarity_model:
+            raise ConfigError(
+                "eval.similarity_model: required by eval.metrics=sentence_cosine "
+                "(a local sentence-transformers model folder)"
+            )
         splits = [("eval.split", self.split)] + [("eval.extra_splits", s) for s in self.extra_splits]
         for key, split in splits:
             if split not in SPLITS:

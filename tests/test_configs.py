@@ -77,6 +77,7 @@ def test_the_config_accepts_the_registered_names_and_only_them():
         ("eval.extra_splits=[dev,valid]", r"^eval\.extra_splits=valid: expected one of train, dev, test$"),
         ("eval.num_beams=0", r"^eval\.num_beams=0: expected an integer >= 1$"),
         ("eval.max_examples=0", r"^eval\.max_examples=0: expected an integer >= 1$"),
+        ("eval.metrics=[bert_score]", r"^eval\.metrics: unknown metric 'bert_score'; valid metrics: "),
         ("match.n=0", r"^match\.n=0: expected an integer >= 1$"),
         ("match.threshold=1.5", r"^match\.threshold=1\.5: expected a number <= 1"),
         ("adapt.n_examples=0", r"^adapt\.n_examples=0: expected an integer >= 1$"),

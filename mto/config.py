@@ -87,6 +87,10 @@ class ModelConfig:
         positive_int(self.tokenizer_vocab_size, "model.tokenizer_vocab_size", minimum=8)
 
 
+# data.head_order: which heads a few-shot sample and data.test_heads_per_relation take (mto/tasks/atomic.py)
+HEAD_ORDERS = ("random", "richest_first", "file")
+
+
 @dataclass
 class DataConfig:
     """Which task, where its files are, and which part of it to use."""
@@ -99,6 +103,14 @@ class DataConfig:
     n_train: Optional[int] = None  # few-shot: heads per relation (QA, text2text: examples) sampled from train
     sample_seed: int = 0  # seed of the few-shot sample
     drop_none: bool = True  # drop `none` tails, as the ATOMIC-2020 papers do
+    # ATOMIC-format sampling (a protocol= preset pins these; docs/reference-protocol.md section 4):
+    # which heads n_train and test_heads_per_relation take: random (drawn with sample_seed; dev/test heads
+    # with a fixed seed) | richest_first (the MTO code's sort: most relations, most rows, then the text,
+    # descending) | file (first appearance)
+    head_order: str = "random"
+    train_tails_per_head: Optional[int] = None  # training triples kept per (head, relation), file order
+    test_tails_per_head: Optional[int] = None  # gold tails kept per dev/test query, file order (null: all)
+    test_heads_per_relation: Optional[int] = None  # dev/test queries per relation (null: all)
     n_heads: int = 600  # synthetic world: number of heads
     world_seed: int = 0  # synthetic world: generator seed
     # qa/text2text: split -> file in data.path (.jsonl/.csv; no extension: either; null: no such split)
@@ -118,6 +130,10 @@ class DataConfig:
                 raise ConfigError(TASKS.unknown(self.kind, "data.kind"))
         if self.n_train is not None and not (_is_int(self.n_train) and self.n_train >= 1):
             raise ConfigError(f"data.n_train: expected a positive integer or null, got {self.n_train!r}")
+        expect(self.head_order in HEAD_ORDERS, "data.head_order", self.head_order,
+               f"one of {', '.join(HEAD_ORDERS)}")  # fmt: skip
+        for key in ("train_tails_per_head", "test_tails_per_head", "test_heads_per_relation"):
+            positive_int(getattr(self, key), f"data.{key}", optional=True)
 
 
 @dataclass

@@ -46,6 +46,13 @@ class Scheduler(Choice):
     constant = "constant"
 
 
+class Optimizer(Choice):
+    adamw = "adamw"  # torch's AdamW (fused where available)
+    # transformers' Adafactor with a fixed step size, as both references ran it (MTO run.py L2192-2300:
+    # eps=(1e-30, 1e-3), clip_threshold=1.0, decay_rate=-0.8, beta1=None, no relative step or scaling)
+    adafactor = "adafactor"
+
+
 def is_set(value: Any) -> bool:
     """Neither null nor OmegaConf's mandatory `???` (a schema default that a YAML file fills in)."""
     return value is not None and value != MISSING
@@ -227,8 +234,12 @@ class TuningConfig:
 
 @dataclass
 class TrainConfig:
-    steps: int = 600  # optimiser steps (takes precedence over epochs when both are set)
-    epochs: Optional[float] = None
+    steps: int = 600  # optimiser steps (when train.epochs is null)
+    epochs: Optional[float] = None  # passes over the training features; when set, wins over train.steps
+    # The MTO code's adjust_epochs (run.py L1298-1301): train.epochs doubled when data.n_train (heads per
+    # relation) is at most this (protocol=mto2024: 10; null: never)
+    double_epochs_up_to: Optional[int] = None
+    optimizer: Optimizer = Optimizer.adamw
     batch_size: int = 32
     lr: float = 1e-3
     weight_decay: float = 0.0
@@ -254,6 +265,7 @@ class TrainConfig:
         positive_int(self.max_source_length, "train.max_source_length", minimum=2)
         positive_int(self.max_target_length, "train.max_target_length", minimum=2)
         positive_int(self.log_every, "train.log_every")
+        positive_int(self.double_epochs_up_to, "train.double_epochs_up_to", optional=True)
 
 
 SPLITS = ("train", "dev", "test")
@@ -396,6 +408,15 @@ class MtoConfig:
 
     def __post_init__(self) -> None:
         positive_int(self.threads, "threads", optional=True)
+
+
+def effective_train(cfg: MtoConfig) -> TrainConfig:
+    """`train` as it runs: `epochs` doubled when `data.n_train <= train.double_epochs_up_to` (the MTO
+    code's adjust_epochs: few heads, twice the passes)."""
+    up_to, n_train = cfg.train.double_epochs_up_to, cfg.data.n_train
+    if cfg.train.epochs and up_to is not None and n_train is not None and n_train <= up_to:
+        return dataclasses.replace(cfg.train, epochs=cfg.train.epochs * 2)
+    return cfg.train
 
 
 def typed(cfg: DictConfig) -> MtoConfig:

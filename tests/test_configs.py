@@ -71,6 +71,8 @@ def test_the_config_accepts_the_registered_names_and_only_them():
         ("train.lr=0", r"^train\.lr=0\.0: expected a positive learning rate$"),
         ("train.epochs=0", r"^train\.epochs=0\.0: expected a number > 0$"),
         ("train.warmup_steps=-3", r"^train\.warmup_steps=-3: expected an integer >= 0$"),
+        ("train.double_epochs_up_to=0", r"^train\.double_epochs_up_to=0: expected an integer >= 1$"),
+        ("data.test_tails_per_head=0", r"^data\.test_tails_per_head=0: expected an integer >= 1$"),
         ("train.grad_clip=-1", r"^train\.grad_clip=-1\.0: expected a number >= 0"),
         ("train.max_target_length=1", r"^train\.max_target_length=1: expected an integer >= 2$"),
         ("eval.split=valid", r"^eval\.split=valid: expected one of train, dev, test$"),

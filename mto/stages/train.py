@@ -11,7 +11,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from mto import tuning
-from mto.config import typed
+from mto.config import effective_train, typed
 from mto.runs import Run
 from mto.stages import steps
 from mto.stages.eval import evaluate_all
@@ -45,8 +45,9 @@ def main(cfg: DictConfig) -> dict:
             tokenizer, pairs, cfg.train.max_source_length, cfg.train.max_target_length
         )
         checkpoint = steps.checkpoint_for(cfg)
+        train_cfg = effective_train(cfg)  # epochs doubled for few heads where the protocol says so
         result = train_model(
-            model, tokenizer, features, cfg.train, precision, cfg.seed, checkpoint=checkpoint,
+            model, tokenizer, features, train_cfg, precision, cfg.seed, checkpoint=checkpoint,
             lr=tuning.learning_rate(state, cfg.train.lr),
         )  # fmt: skip
         steps.save_model(model, tokenizer, out_dir / "model", state)
@@ -54,6 +55,7 @@ def main(cfg: DictConfig) -> dict:
         run.figures(
             train_loss=result.final_loss,
             train_steps=result.steps,
+            train_epochs=train_cfg.epochs,
             train_examples=len(features),
             train_features_cached=cached,  # tokenised by an earlier run over the same data and template
             train_seconds=result.seconds,

@@ -136,7 +136,7 @@ def report_command(
     """Gather runs into one table (mean +- std over seeds), CSV, Markdown and PNG plots."""
     from mto.stages.report import report
 
-    options = {"by": None, "metric": "rougeL", "out": None, "lines": None}
+    options = {"by": None, "metric": "rougeL", "out": None, "lines": None, "mixed_protocols": "false"}
     paths = []
     for arg in args:
         key, sep, value = arg.partition("=")
@@ -144,7 +144,9 @@ def report_command(
             options[key] = value
         elif sep and not Path(arg).exists():
             typer.echo(
-                f"mto report: error: unknown option {key!r} (expected by=, metric=, lines=, out=)", err=True
+                f"mto report: error: unknown option {key!r} "
+                "(expected by=, metric=, lines=, out=, mixed_protocols=)",
+                err=True,
             )
             raise typer.Exit(2)
         else:
@@ -152,6 +154,9 @@ def report_command(
     by = [k for k in options["by"].split(",") if k] if options["by"] else None
     lines = [k for k in options["lines"].split(",") if k] if options["lines"] else None
     try:
+        from mto.protocol import check_protocols
+
+        check_protocols(paths, mixed=options["mixed_protocols"].lower() in ("true", "1", "yes"))
         report(paths, by=by, metric=options["metric"], out=options["out"], lines=lines)
     except Exception as err:
         fail("report", err)

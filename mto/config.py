@@ -382,6 +382,14 @@ class MatchConfig:
 
 
 @dataclass
+class ProtocolConfig:
+    """The published protocol a run follows (conf/protocol/, mto/protocol.py): its name is stamped into
+    run.json with a fingerprint of the settings it pins."""
+
+    name: str = "mto"  # mto (ours) | mto2024 (the MTO code's) | maskability (the Maskability paper's)
+
+
+@dataclass
 class MtoConfig:
     stage: str = MISSING
     seed: int = 42
@@ -405,6 +413,7 @@ class MtoConfig:
     adapt: AdaptConfig = field(default_factory=AdaptConfig)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    protocol: ProtocolConfig = field(default_factory=ProtocolConfig)
 
     def __post_init__(self) -> None:
         positive_int(self.threads, "threads", optional=True)

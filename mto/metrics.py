@@ -23,6 +23,7 @@ All scores are returned as full floats; rounding is the display's job.
 
 from __future__ import annotations
 
+import importlib.util
 import re
 from collections import defaultdict
 from collections.abc import Callable
@@ -316,10 +317,11 @@ METRICS = Registry("metric", "mto.metrics")
 METRICS.register("generation", figures=("exact_match", "rougeL", "bleu", "distinct", "n"),
                  tasks=("generation",))(score_generation)  # fmt: skip
 METRICS.register("choice", figures=("accuracy", "unmatched", "n"), tasks=("choice",))(score_choices)
-METRICS.register("rougeL_ref", figures=("rougeL_ref",), tasks=("generation",))(score_rouge_reference)
-METRICS.register("sentence_cosine", figures=("sentence_cosine",), tasks=("generation",))(
-    score_sentence_cosine
+METRICS.register("rougeL_ref", figures=("rougeL_ref",), tasks=("generation",), needs=("rouge", "reference"))(
+    score_rouge_reference
 )
+METRICS.register("sentence_cosine", figures=("sentence_cosine",), tasks=("generation",),
+                 needs=("sentence_transformers", "similarity"))(score_sentence_cosine)  # fmt: skip
 
 Scorer = Callable[[list[str], list[dict[str, Any]], Any], tuple[dict[str, Any], list[dict[str, Any]]]]
 
@@ -333,6 +335,10 @@ def check_metrics(names: list[str], task_metric: str | None = None) -> None:
     """ConfigError for an unknown name in `eval.metrics`, or one that does not score this kind of task."""
     for name in names:
         METRICS.get(name, "eval.metrics")
+        module, extra = METRICS.info(name).get("needs", (None, None))
+        if module and importlib.util.find_spec(module) is None:  # refused before any training
+            hint = f"pip install 'mto[{extra}]'"
+            raise ConfigError(f"eval.metrics={name} needs {module}, which is not installed: {hint}")
         tasks = METRICS.info(name)["tasks"]
         if task_metric is not None and task_metric not in tasks:
             raise ConfigError(f"eval.metrics: {name} scores {'/'.join(tasks)} tasks, not {task_metric} ones")

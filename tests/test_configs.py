@@ -14,7 +14,8 @@ from mto.tasks import TASKS
 from mto.tuning import TUNING_METHODS
 
 STAGES = ("train", "eval", "match", "adapt", "pipeline")
-GROUPS = ("model", "data", "template", "objective", "tuning", "phrases", "train", "eval", "match", "adapt")
+GROUPS = ("model", "data", "template", "objective", "tuning", "phrases", "train", "eval", "match", "adapt",
+          "protocol")
 # Options that are incomplete on their own by design, with what completes them.
 NEEDS = {("objective", "mixed"): ["objective.default=filling"]}
 

@@ -52,6 +52,12 @@ def test_rougeL_ref_without_the_package_is_one_line(monkeypatch):
         metrics._pltrdy_rouge.cache_clear()
 
 
+def test_a_metric_whose_package_is_missing_is_refused_before_any_run(monkeypatch):
+    monkeypatch.setitem(sys.modules, "rouge", None)  # find_spec("rouge") -> None
+    with pytest.raises(ConfigError, match=r"^eval.metrics=rougeL_ref needs rouge, which is not installed"):
+        compose_train("eval.metrics=[rougeL_ref]")
+
+
 def test_registry_scores_macro_per_relation_and_lists_its_figures():
     pytest.importorskip("rouge")
     examples = [

@@ -71,4 +71,8 @@ def test_train_runs_the_doubled_epochs_with_adafactor(tmp_path):
     (run,) = run_dirs(tmp_path / "outputs" / "train")
     figures = read_json(run / "run.json")["figures"]
     assert figures["train_epochs"] == 2
+    from mto.protocol import stamp
+
+    same = ["data.n_train=2", "train.epochs=1", "train.double_epochs_up_to=10", "train.optimizer=adafactor"]
+    assert read_json(run / "run.json")["protocol"] == stamp(compose_train(*SMALL, *same, "train.lr=1e-2"))
     assert figures["train_steps"] == 2 * math.ceil(figures["train_examples"] / 16)  # SMALL: batch 16

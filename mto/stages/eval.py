@@ -21,6 +21,7 @@ from rich.table import Table
 
 from mto.config import MtoConfig, typed
 from mto.metrics import figures, score
+from mto.protocol import stamp
 from mto.runs import Run, atomic_write_json, atomic_write_text
 from mto.stages import steps
 from mto.stages.inherit import inherit_from_run
@@ -125,7 +126,7 @@ def main(cfg: DictConfig) -> dict:
         cfg = typed(cfg)
         precision = steps.setup(cfg)
         task = steps.get_task(cfg)
-        run.record(data_fingerprint=task.fingerprint)
+        run.record(data_fingerprint=task.fingerprint, protocol=stamp(cfg))  # mto/protocol.py
         tokenizer, model = steps.get_model(cfg, task)
         template = steps.get_template(cfg, task)
         metrics = evaluate_all(model, tokenizer, task, template, cfg, out_dir, precision, run)

@@ -31,6 +31,7 @@ from rich.table import Table
 from mto.config import typed
 from mto.errors import ConfigError
 from mto.matching import FILLING, MAPPING, MATCH_FILE, decide, rule_decision, rule_of
+from mto.protocol import stamp
 from mto.runs import Run, atomic_write_json
 from mto.stages import steps
 from mto.stages.inherit import start_from_adapt_run
@@ -140,7 +141,7 @@ def main(cfg: DictConfig) -> dict:
         cfg = typed(cfg)
         precision = steps.setup(cfg)
         task = steps.get_task(cfg)
-        run.record(data_fingerprint=task.fingerprint)
+        run.record(data_fingerprint=task.fingerprint, protocol=stamp(cfg))  # mto/protocol.py
         sample = sample_by_group(task.train, cfg.match.n, cfg.seed)
         pair = template_pair(cfg, task)
         names = templates_to_score(cfg, pair)

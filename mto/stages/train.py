@@ -12,6 +12,7 @@ from omegaconf import DictConfig
 
 from mto import tuning
 from mto.config import effective_train, typed
+from mto.protocol import stamp
 from mto.runs import Run
 from mto.stages import steps
 from mto.stages.eval import evaluate_all
@@ -34,7 +35,7 @@ def main(cfg: DictConfig) -> dict:
         cfg = typed(cfg)
         precision = steps.setup(cfg)
         task = steps.get_task(cfg)
-        run.record(data_fingerprint=task.fingerprint)
+        run.record(data_fingerprint=task.fingerprint, protocol=stamp(cfg))  # mto/protocol.py
         tokenizer, model = steps.get_model(cfg, task)
         template = steps.get_template(cfg, task)
         # tuning != full: the base frozen, the method's parameters added (soft: the tokenizer's soft tokens)

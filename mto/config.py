@@ -354,8 +354,13 @@ class PipelineConfig:
             raise ConfigError(f"pipeline.stages={self.stages}: expected stages in the order {order}")
 
 
+FALLBACKS = ("point", "mapping", "filling")
+
+
 class MatchMethod(Choice):
     zero_shot = "zero_shot"  # score the templates zero-shot with the model (gold-token NLL and rank)
+    # the Maskability paper's: a few-shot fine-tune per template family, then DepthRank on held-out heads
+    depth_rank = "depth_rank"
     rules = "rules"  # the MTO code's rules (temp_flex per relation, temp_len per question), no model
     model = "model"  # the former name of zero_shot, still accepted (read as zero_shot)
 
@@ -371,12 +376,27 @@ class MatchConfig:
     filling_template: Optional[str] = None  # null: masked_prompting (knowledge) | masked_answer (QA)
     templates: list[str] = field(default_factory=list)  # more templates to score and show
     batch_size: int = 32
+    bootstrap: int = 1000  # resamples of the examples for MI's confidence interval (0: none)
+    confidence: float = 0.95  # the interval's level
+    # a relation whose interval holds the threshold is `uncertain` and takes this decision: point (the MI
+    # itself decides) | mapping | filling
+    fallback: str = "point"
+    # depth_rank: DepthRank is measured on this split's queries, one example per gold tail (the protocol's
+    # data.test_heads_per_relation and data.test_tails_per_head choose them), after a few-shot fine-tune
+    # per template family on match.n training examples per relation with the train.* settings
+    heldout_split: str = "dev"
 
     def __post_init__(self) -> None:
         if self.method == MatchMethod.model:
             self.method = MatchMethod.zero_shot
         positive_int(self.n, "match.n")
         positive_int(self.batch_size, "match.batch_size")
+        positive_int(self.bootstrap, "match.bootstrap", minimum=0)
+        c = self.confidence
+        expect(_is_number(c) and 0 < c < 1, "match.confidence", c, "a number in (0, 1)")
+        expect(self.fallback in FALLBACKS, "match.fallback", self.fallback, f"one of {', '.join(FALLBACKS)}")
+        split = self.heldout_split
+        expect(split in SPLITS, "match.heldout_split", split, f"one of {', '.join(SPLITS)}")
         expect(_is_number(self.threshold) and self.threshold <= 1, "match.threshold", self.threshold,
                "a number <= 1 (the maskability index is at most 1)")  # fmt: skip
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
+import random
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -106,12 +108,48 @@ class PerExampleTemplate:
         return self.choose(example).render(example, sentinel, soft)
 
 
-def decide(scores: dict[str, dict[str, dict]], pair: tuple[str, str], threshold: float) -> dict[str, dict]:
-    """Per-group MI and decision from the per-template scores."""
+def bootstrap_mi(
+    ranks_mapping: list[float | None], ranks_filling: list[float | None], resamples: int, confidence: float,
+    seed: int,
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of MI over the examples both templates scored (paired: the same
+    examples are resampled for both means), with `resamples` draws from `random.Random(seed)`."""
+    both = zip(ranks_mapping, ranks_filling, strict=True)
+    pairs = [(m, f) for m, f in both if m is not None and f is not None]
+    rng = random.Random(seed)
+    k = len(pairs)
+    values = []
+    for _ in range(resamples):
+        drawn = [pairs[rng.randrange(k)] for _ in range(k)]
+        mean_m = sum(m for m, _ in drawn) / k
+        values.append(maskability_index(mean_m, sum(f for _, f in drawn) / k))
+    values.sort()
+    tail = (1 - confidence) / 2
+    low = values[min(resamples - 1, int(tail * resamples))]
+    high = values[max(0, math.ceil((1 - tail) * resamples) - 1)]
+    return low, high
+
+
+def decide(
+    scores: dict[str, dict[str, dict]], pair: tuple[str, str], threshold: float, resamples: int = 0,
+    confidence: float = 0.95, fallback: str = "point", seed: int = 0,
+) -> dict[str, dict]:
+    """Per-group MI and decision from the per-template scores. With `resamples`, each MI carries a
+    bootstrap interval (`mi_ci`, from the per-example ranks); a group whose interval holds the threshold
+    is `uncertain` and takes `fallback` (point: the MI itself decides; mapping | filling)."""
     out = {}
     for group, by_template in scores.items():
-        mi = maskability_index(by_template[pair[0]]["rank"], by_template[pair[1]]["rank"])
-        out[group] = {"templates": by_template, "mi": mi, "decision": FILLING if mi >= threshold else MAPPING}
+        mapping, filling = by_template[pair[0]], by_template[pair[1]]
+        mi = maskability_index(mapping["rank"], filling["rank"])
+        decision = FILLING if mi >= threshold else MAPPING
+        result = {"templates": by_template, "mi": mi, "decision": decision}
+        if resamples and "ranks" in mapping and "ranks" in filling:
+            low, high = bootstrap_mi(mapping["ranks"], filling["ranks"], resamples, confidence, seed)
+            uncertain = low < threshold <= high
+            if uncertain and fallback != "point":
+                decision = fallback
+            result.update(mi_ci=[low, high], uncertain=uncertain, decision=decision)
+        out[group] = result
     return out
 
 

@@ -83,6 +83,8 @@ def test_the_config_accepts_the_registered_names_and_only_them():
         ("eval.metrics=[bert_score]", r"^eval\.metrics: unknown metric 'bert_score'; valid metrics: "),
         ("match.n=0", r"^match\.n=0: expected an integer >= 1$"),
         ("match.threshold=1.5", r"^match\.threshold=1\.5: expected a number <= 1"),
+        ("match.fallback=coin", r"^match\.fallback='coin': expected one of point, mapping, filling$"),
+        ("match.confidence=1", r"^match\.confidence=1\.0: expected a number in \(0, 1\)$"),
         ("adapt.n_examples=0", r"^adapt\.n_examples=0: expected an integer >= 1$"),
         ("checkpoint.every=-1", r"^checkpoint\.every=-1: expected an integer >= 0$"),
         ("pipeline.stages=[match,fit]", r"^pipeline\.stages=\['match', 'fit'\]: expected stages in the"),

@@ -105,3 +105,76 @@ def test_template_auto_applies_temp_len_to_each_question(tmp_path):
     template = auto_template(cfg)
     sources = [template.render(ex, lambda i: f"<extra_id_{i}>")[0] for ex in task.train]
     assert [s.endswith("<extra_id_0>") for s in sources] == [True, False, False]
+
+
+# ---------------------------------------------------------------------------------------------
+# Bootstrap intervals of MI, `uncertain`, and match.method=depth_rank
+# ---------------------------------------------------------------------------------------------
+
+
+def scores_of(ranks_mapping, ranks_filling) -> dict:
+    def summary(ranks):
+        kept = [r for r in ranks if r is not None]
+        return {"rank": sum(kept) / len(kept), "ranks": list(ranks)}
+
+    return {"g": {"prompting": summary(ranks_mapping), "masked_prompting": summary(ranks_filling)}}
+
+
+PAIR = ("prompting", "masked_prompting")
+
+
+def test_a_clear_mi_is_certain_and_its_interval_holds_the_point():
+    from mto.matching import decide
+
+    (result,) = decide(scores_of([10, 12] * 10, [2, 3] * 10), PAIR, 0.30, resamples=500, seed=1).values()
+    low, high = result["mi_ci"]
+    assert low <= result["mi"] <= high and low > 0.30
+    assert result["decision"] == FILLING and result["uncertain"] is False
+
+
+def test_a_borderline_mi_is_uncertain_and_takes_the_fallback():
+    from mto.matching import decide
+
+    # MI = (10 - 7) / 10 = 0.30; the example the mapping template could not score is left out
+    scores = scores_of([1, 19] * 10 + [None], [1, 13] * 10 + [7])
+    point = decide(scores, PAIR, 0.30, resamples=500, seed=1)["g"]
+    assert point["mi"] == pytest.approx(0.30) and point["uncertain"] is True
+    assert point["mi_ci"][0] < 0.30 <= point["mi_ci"][1]
+    assert point["decision"] == FILLING  # fallback=point: the MI decides
+    assert decide(scores, PAIR, 0.30, resamples=500, fallback="mapping", seed=1)["g"]["decision"] == MAPPING
+    again = decide(scores, PAIR, 0.30, resamples=500, seed=1)
+    assert again == decide(scores, PAIR, 0.30, resamples=500, seed=1)
+    assert "mi_ci" not in decide(scores, PAIR, 0.30)["g"]  # resamples=0: no interval
+
+
+def test_match_depth_rank_fine_tunes_per_family_then_ranks_held_out_tails(tmp_path):
+    from mto.stages import steps
+    from mto.stages.match import heldout, score_pairs
+    from mto.templates import load_template
+
+    world = ["data.n_heads=60", "data.relations=[xIntent,xAttr]", "threads=1", "precision=fp32"]
+    held = ["data.test_heads_per_relation=5", "data.test_tails_per_head=2"]
+    train = ["match.n=16", "train.steps=40", "train.batch_size=8", "train.lr=3e-3", "train.warmup_steps=0"]
+    mto("match", "match.method=depth_rank", *world, *held, *train, "match.bootstrap=200", cwd=tmp_path)
+    (run,) = run_dirs(tmp_path / "outputs" / "match")
+    result = read_json(run / "match.json")
+    assert result["method"] == "depth_rank" and set(result["groups"]) == {"xIntent", "xAttr"}
+
+    cfg = compose_train(*world, *held)
+    task = steps.get_task(cfg)
+    queries = heldout(task, "dev")
+    assert {g: len(exs) for g, exs in queries.items()} == {
+        g: sum(min(2, len(q["tails"])) for q in task.dev if q["group"] == g) for g in ("xIntent", "xAttr")
+    }
+    tokenizer, model = steps.get_model(cfg, task)
+    for group, res in result["groups"].items():
+        tuned = res["templates"]["masked_prompting"]
+        assert tuned["n"] == len(queries[group])  # one DepthRank per held-out (head, tail) pair
+        mapping_rank = res["templates"]["prompting"]["rank"]
+        assert res["mi"] == pytest.approx((mapping_rank - tuned["rank"]) / mapping_rank)
+        assert res["mi_ci"][0] <= res["mi"] <= res["mi_ci"][1]
+        assert res["decision"] == (FILLING if res["mi"] >= 0.30 else MAPPING)  # fallback=point
+        template = load_template("masked_prompting", cfg.phrases)
+        pairs = steps.render(template, queries[group], tokenizer)
+        zero_shot = score_pairs(model, tokenizer, pairs, cfg, "fp32")
+        assert tuned["rank"] < zero_shot["rank"]  # the few-shot fine-tune happened before ranking

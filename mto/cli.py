@@ -136,7 +136,8 @@ def report_command(
     """Gather runs into one table (mean +- std over seeds), CSV, Markdown and PNG plots."""
     from mto.stages.report import report
 
-    options = {"by": None, "metric": "rougeL", "out": None, "lines": None, "mixed_protocols": "false"}
+    options = {"by": None, "metric": "rougeL", "out": None, "lines": None, "mixed_protocols": "false",
+               "check": None}  # fmt: skip
     paths = []
     for arg in args:
         key, sep, value = arg.partition("=")
@@ -145,7 +146,7 @@ def report_command(
         elif sep and not Path(arg).exists():
             typer.echo(
                 f"mto report: error: unknown option {key!r} "
-                "(expected by=, metric=, lines=, out=, mixed_protocols=)",
+                "(expected by=, metric=, lines=, out=, mixed_protocols=, check=)",
                 err=True,
             )
             raise typer.Exit(2)
@@ -153,6 +154,21 @@ def report_command(
             paths.append(arg)
     by = [k for k in options["by"].split(",") if k] if options["by"] else None
     lines = [k for k in options["lines"].split(",") if k] if options["lines"] else None
+    if options["check"] is not None:  # check=match_run=<dir>: the chooser against the sweep's winners
+        from mto.stages.check import check_match
+
+        key, _, match_run = options["check"].partition("=")
+        if key != "match_run" or not match_run:
+            typer.echo("mto report: error: check= expects check=match_run=<match run dir>", err=True)
+            raise typer.Exit(2)
+        try:
+            from mto.protocol import check_protocols
+
+            check_protocols(paths, mixed=options["mixed_protocols"].lower() in ("true", "1", "yes"))
+            check_match(paths, match_run, metric=options["metric"], out=options["out"])
+        except Exception as err:
+            fail("report", err)
+        return
     try:
         from mto.protocol import check_protocols
 

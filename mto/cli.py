@@ -158,7 +158,8 @@ def report_command(
     """
     from mto.stages.report import report
 
-    options = {"by": None, "metric": "rougeL", "out": None, "lines": None, "pool": "false", "html": "false"}
+    options = {"by": None, "metric": "rougeL", "out": None, "lines": None, "pool": "false", "html": "false",
+               "mixed_protocols": "false", "check": None}  # fmt: skip
     paths = []
     for arg in args:
         key, sep, value = arg.partition("=")
@@ -173,13 +174,31 @@ def report_command(
     by = [k for k in options["by"].split(",") if k] if options["by"] else None
     lines = [k for k in options["lines"].split(",") if k] if options["lines"] else None
     flags = {}
-    for name in ("pool", "html"):
+    for name in ("pool", "html", "mixed_protocols"):
         value = options[name].lower()
         if value not in ("true", "false", "1", "0", "yes", "no"):
             typer.echo(f"mto report: error: {name}={options[name]}: expected true or false", err=True)
             raise typer.Exit(2)
         flags[name] = value in ("true", "1", "yes")
+    if options["check"] is not None:  # check=match_run=<dir>: the chooser against the sweep's winners
+        from mto.stages.check import check_match
+
+        key, _, match_run = options["check"].partition("=")
+        if key != "match_run" or not match_run:
+            typer.echo("mto report: error: check= expects check=match_run=<match run dir>", err=True)
+            raise typer.Exit(2)
+        try:
+            from mto.protocol import check_protocols
+
+            check_protocols(paths, mixed=flags["mixed_protocols"])
+            check_match(paths, match_run, metric=options["metric"], out=options["out"])
+        except Exception as err:
+            fail("report", err)
+        return
     try:
+        from mto.protocol import check_protocols
+
+        check_protocols(paths, mixed=flags["mixed_protocols"])
         report(paths, by=by, metric=options["metric"], out=options["out"], lines=lines, pool=flags["pool"],
                html_page=flags["html"])  # fmt: skip
     except Exception as err:

@@ -46,6 +46,13 @@ class Scheduler(Choice):
     constant = "constant"
 
 
+class Optimizer(Choice):
+    adamw = "adamw"  # torch's AdamW (fused where available)
+    # transformers' Adafactor with a fixed step size, as both references ran it (MTO run.py L2192-2300:
+    # eps=(1e-30, 1e-3), clip_threshold=1.0, decay_rate=-0.8, beta1=None, no relative step or scaling)
+    adafactor = "adafactor"
+
+
 def is_set(value: Any) -> bool:
     """Neither null nor OmegaConf's mandatory `???` (a schema default that a YAML file fills in)."""
     return value is not None and value != MISSING
@@ -87,6 +94,10 @@ class ModelConfig:
         positive_int(self.tokenizer_vocab_size, "model.tokenizer_vocab_size", minimum=8)
 
 
+# data.head_order: which heads a few-shot sample and data.test_heads_per_relation take (mto/tasks/atomic.py)
+HEAD_ORDERS = ("random", "richest_first", "file")
+
+
 @dataclass
 class DataConfig:
     """Which task, where its files are, and which part of it to use."""
@@ -99,6 +110,14 @@ class DataConfig:
     n_train: Optional[int] = None  # few-shot: heads per relation (QA, text2text: examples) sampled from train
     sample_seed: int = 0  # seed of the few-shot sample
     drop_none: bool = True  # drop `none` tails, as the ATOMIC-2020 papers do
+    # ATOMIC-format sampling (a protocol= preset pins these; docs/reference-protocol.md section 4):
+    # which heads n_train and test_heads_per_relation take: random (drawn with sample_seed; dev/test heads
+    # with a fixed seed) | richest_first (the MTO code's sort: most relations, most rows, then the text,
+    # descending) | file (first appearance)
+    head_order: str = "random"
+    train_tails_per_head: Optional[int] = None  # training triples kept per (head, relation), file order
+    test_tails_per_head: Optional[int] = None  # gold tails kept per dev/test query, file order (null: all)
+    test_heads_per_relation: Optional[int] = None  # dev/test queries per relation (null: all)
     n_heads: int = 600  # synthetic world: number of heads
     world_seed: int = 0  # synthetic world: generator seed
     # qa/text2text: split -> file in data.path (.jsonl/.csv; no extension: either; null: no such split)
@@ -118,6 +137,10 @@ class DataConfig:
                 raise ConfigError(TASKS.unknown(self.kind, "data.kind"))
         if self.n_train is not None and not (_is_int(self.n_train) and self.n_train >= 1):
             raise ConfigError(f"data.n_train: expected a positive integer or null, got {self.n_train!r}")
+        expect(self.head_order in HEAD_ORDERS, "data.head_order", self.head_order,
+               f"one of {', '.join(HEAD_ORDERS)}")  # fmt: skip
+        for key in ("train_tails_per_head", "test_tails_per_head", "test_heads_per_relation"):
+            positive_int(getattr(self, key), f"data.{key}", optional=True)
 
 
 @dataclass
@@ -211,8 +234,12 @@ class TuningConfig:
 
 @dataclass
 class TrainConfig:
-    steps: int = 600  # optimiser steps (takes precedence over epochs when both are set)
-    epochs: Optional[float] = None
+    steps: int = 600  # optimiser steps (when train.epochs is null)
+    epochs: Optional[float] = None  # passes over the training features; when set, wins over train.steps
+    # The MTO code's adjust_epochs (run.py L1298-1301): train.epochs doubled when data.n_train (heads per
+    # relation) is at most this (protocol=mto2024: 10; null: never)
+    double_epochs_up_to: Optional[int] = None
+    optimizer: Optimizer = Optimizer.adamw
     batch_size: int = 32
     lr: float = 1e-3
     weight_decay: float = 0.0
@@ -238,6 +265,7 @@ class TrainConfig:
         positive_int(self.max_source_length, "train.max_source_length", minimum=2)
         positive_int(self.max_target_length, "train.max_target_length", minimum=2)
         positive_int(self.log_every, "train.log_every")
+        positive_int(self.double_epochs_up_to, "train.double_epochs_up_to", optional=True)
 
 
 SPLITS = ("train", "dev", "test")
@@ -255,8 +283,20 @@ class EvalConfig:
     # `mto eval` of a model built from scratch (`model.build`, the default `tiny`) with no `run=` or adapter
     # scores random weights: refused (mto/stages/eval.py) unless asked for here, as an untrained baseline.
     allow_untrained: bool = False
+    # More metrics beside the task's own (mto/metrics.py METRICS): rougeL_ref (the MTO code's ROUGE-L,
+    # the `rouge` package), sentence_cosine (sentence-embedding cosine, needs eval.similarity_model)
+    metrics: list[str] = field(default_factory=list)
+    similarity_model: Optional[str] = None  # a local sentence-transformers model folder (sentence_cosine)
 
     def __post_init__(self) -> None:
+        from mto.metrics import check_metrics
+
+        check_metrics(self.metrics)
+        if "sentence_cosine" in self.metrics and not self.similarity_model:
+            raise ConfigError(
+                "eval.similarity_model: required by eval.metrics=sentence_cosine "
+                "(a local sentence-transformers model folder)"
+            )
         splits = [("eval.split", self.split)] + [("eval.extra_splits", s) for s in self.extra_splits]
         for key, split in splits:
             if split not in SPLITS:
@@ -317,28 +357,59 @@ class PipelineConfig:
             raise ConfigError(f"pipeline.stages={self.stages}: expected stages in the order {order}")
 
 
+FALLBACKS = ("point", "mapping", "filling")
+
+
 class MatchMethod(Choice):
-    model = "model"  # score the templates with the model (gold-token NLL and rank)
-    rules = "rules"  # decide from the task's shape, without a model
+    zero_shot = "zero_shot"  # score the templates zero-shot with the model (gold-token NLL and rank)
+    # the Maskability paper's: a few-shot fine-tune per template family, then DepthRank on held-out heads
+    depth_rank = "depth_rank"
+    rules = "rules"  # the MTO code's rules (temp_flex per relation, temp_len per question), no model
+    model = "model"  # the former name of zero_shot, still accepted (read as zero_shot)
 
 
 @dataclass
 class MatchConfig:
     """`mto match`: which templates to score, on how many examples, and the decision threshold."""
 
-    method: MatchMethod = MatchMethod.model
+    method: MatchMethod = MatchMethod.zero_shot
     n: int = 32  # examples sampled per relation (per task for QA) from the training pool
     threshold: float = 0.30  # Filling when the maskability index MI >= threshold
     mapping_template: Optional[str] = None  # null: prompting (knowledge) | answer (QA)
     filling_template: Optional[str] = None  # null: masked_prompting (knowledge) | masked_answer (QA)
     templates: list[str] = field(default_factory=list)  # more templates to score and show
     batch_size: int = 32
+    bootstrap: int = 1000  # resamples of the examples for MI's confidence interval (0: none)
+    confidence: float = 0.95  # the interval's level
+    # a relation whose interval holds the threshold is `uncertain` and takes this decision: point (the MI
+    # itself decides) | mapping | filling
+    fallback: str = "point"
+    # depth_rank: DepthRank is measured on this split's queries, one example per gold tail (the protocol's
+    # data.test_heads_per_relation and data.test_tails_per_head choose them), after a few-shot fine-tune
+    # per template family on match.n training examples per relation with the train.* settings
+    heldout_split: str = "dev"
 
     def __post_init__(self) -> None:
+        if self.method == MatchMethod.model:
+            self.method = MatchMethod.zero_shot
         positive_int(self.n, "match.n")
         positive_int(self.batch_size, "match.batch_size")
+        positive_int(self.bootstrap, "match.bootstrap", minimum=0)
+        c = self.confidence
+        expect(_is_number(c) and 0 < c < 1, "match.confidence", c, "a number in (0, 1)")
+        expect(self.fallback in FALLBACKS, "match.fallback", self.fallback, f"one of {', '.join(FALLBACKS)}")
+        split = self.heldout_split
+        expect(split in SPLITS, "match.heldout_split", split, f"one of {', '.join(SPLITS)}")
         expect(_is_number(self.threshold) and self.threshold <= 1, "match.threshold", self.threshold,
                "a number <= 1 (the maskability index is at most 1)")  # fmt: skip
+
+
+@dataclass
+class ProtocolConfig:
+    """The published protocol a run follows (conf/protocol/, mto/protocol.py): its name is stamped into
+    run.json with a fingerprint of the settings it pins."""
+
+    name: str = "mto"  # mto (ours) | mto2024 (the MTO code's) | maskability (the Maskability paper's)
 
 
 @dataclass
@@ -365,9 +436,19 @@ class MtoConfig:
     adapt: AdaptConfig = field(default_factory=AdaptConfig)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    protocol: ProtocolConfig = field(default_factory=ProtocolConfig)
 
     def __post_init__(self) -> None:
         positive_int(self.threads, "threads", optional=True)
+
+
+def effective_train(cfg: MtoConfig) -> TrainConfig:
+    """`train` as it runs: `epochs` doubled when `data.n_train <= train.double_epochs_up_to` (the MTO
+    code's adjust_epochs: few heads, twice the passes)."""
+    up_to, n_train = cfg.train.double_epochs_up_to, cfg.data.n_train
+    if cfg.train.epochs and up_to is not None and n_train is not None and n_train <= up_to:
+        return dataclasses.replace(cfg.train, epochs=cfg.train.epochs * 2)
+    return cfg.train
 
 
 def typed(cfg: DictConfig) -> MtoConfig:

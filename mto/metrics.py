@@ -10,19 +10,33 @@ Generation (one prediction vs. several gold tails):
 
 Multiple choice: a prediction is matched to a choice by its label ("A", "1") first, then by its text.
 
+Further metrics, asked for with `eval.metrics=[...]` (the registry `METRICS` at the end: name -> scorer,
+with the figures each reports and the kind of task it scores):
+  - ``rougeL_ref``: ROUGE-L F as the MTO code computes it (the ``rouge`` package, pltrdy, 1.0.1), best gold
+    tail per query; case- and punctuation-sensitive ("To eat." vs "to eat": 0.5, rouge-score: 1.0);
+  - ``sentence_cosine``: cosine similarity of sentence embeddings (sentence-transformers, a local model
+    folder in ``eval.similarity_model``), best gold tail per query: what the MTO code reports as
+    "bert_score" (SBERT paraphrase-MiniLM-L6-v2), which is not BERTScore.
+
 All scores are returned as full floats; rounding is the display's job.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import re
 from collections import defaultdict
+from collections.abc import Callable
 from functools import lru_cache
+from pathlib import Path
 from statistics import fmean
 from typing import Any
 
 from rouge_score import rouge_scorer
 from sacrebleu.metrics import BLEU
+
+from mto.errors import ConfigError
+from mto.registry import Registry
 
 _WHITESPACE_RE = re.compile(r"\s+")
 # Trailing sentence punctuation (and any spaces between it and the words), e.g. "to eat ." or "to eat!!".
@@ -113,7 +127,7 @@ def _check_pairs(preds: list[str], examples: list[dict[str, Any]], what: str) ->
 
 
 def score_generation(
-    preds: list[str], examples: list[dict[str, Any]]
+    preds: list[str], examples: list[dict[str, Any]], options: Any = None
 ) -> tuple[dict[str, Any], list[dict[str, float]]]:
     """Score generated tails against ``examples[i]["tails"]``, averaging ROUGE-L per ``group``.
 
@@ -165,7 +179,7 @@ def match_choice(pred: str, choices: list[str], labels: list[str]) -> int | None
 
 
 def score_choices(
-    preds: list[str], examples: list[dict[str, Any]]
+    preds: list[str], examples: list[dict[str, Any]], options: Any = None
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Accuracy of multiple-choice predictions; examples carry ``choices``, ``labels``, ``answer_index``.
 
@@ -185,3 +199,168 @@ def score_choices(
         "unmatched": fmean(r["matched"] is None for r in per_example),
     }
     return summary, per_example
+
+
+# ------------------------------------------------------------------------------------------------
+# The reference's metrics (docs/reference-protocol.md section 5)
+# ------------------------------------------------------------------------------------------------
+
+
+def per_group_mean(
+    name: str, values: list[float], examples: list[dict[str, Any]]
+) -> tuple[dict[str, Any], list[dict[str, float]]]:
+    """Summary `{name: macro mean (per group, then over groups), name_per_group}` and per-example rows."""
+    by_group: dict[str, list[float]] = defaultdict(list)
+    for value, ex in zip(values, examples, strict=True):
+        by_group[str(ex["group"])].append(value)
+    per_group = {group: fmean(by_group[group]) for group in sorted(by_group)}
+    summary = {name: fmean(per_group.values()), f"{name}_per_group": per_group}
+    return summary, [{name: v} for v in values]
+
+
+@lru_cache(maxsize=1)
+def _pltrdy_rouge() -> Any:
+    try:
+        from rouge import Rouge
+    except ImportError:
+        raise ConfigError(
+            "eval.metrics=rougeL_ref needs the `rouge` package (pltrdy, 1.0.1): pip install 'mto[reference]'"
+        ) from None
+    return Rouge(metrics=["rouge-1", "rouge-l"])
+
+
+def rouge_l_reference(pred: str, refs: list[str]) -> float:
+    """ROUGE-L F of the `rouge` package (pltrdy 1.0.1), best reference, as the MTO code's `do_score`
+    computes it (attempt/metrics/metrics.py L629-645): `get_scores(pred, ref, avg=True, ignore_empty=True)`
+    per pair, the max over pairs, and 0.0 for the whole query when any pair raises (an empty prediction
+    or reference, or one made of "." only). The package is used, not re-implemented, because its
+    tokenisation is the point: sentences split on ".", words on single spaces, case kept, punctuation
+    other than "." attached to words, and words counted as sets. Its ROUGE-L needs ROUGE-1 computed
+    first (that is where "Hypothesis is empty." is raised), hence both metrics in the scorer."""
+    _check_refs(refs)
+    scorer = _pltrdy_rouge()
+    try:
+        return max(float(scorer.get_scores(pred, ref, avg=True, ignore_empty=True)["rouge-l"]["f"])
+                   for ref in refs)  # fmt: skip
+    except ValueError:
+        return 0.0
+
+
+def score_rouge_reference(
+    preds: list[str], examples: list[dict[str, Any]], options: Any = None
+) -> tuple[dict[str, Any], list[dict[str, float]]]:
+    """`rougeL_ref` per example, averaged per group then over groups (the reference averages per
+    relation over heads; it also averaged the overall mean in with the relations', which we do not)."""
+    _check_pairs(preds, examples, "rougeL_ref")
+    return per_group_mean("rougeL_ref", [rouge_l_reference(p, list(ex["tails"])) for p, ex in
+                                         zip(preds, examples, strict=True)], examples)  # fmt: skip
+
+
+@lru_cache(maxsize=2)
+def sentence_model(path: str | None) -> Any:
+    """The sentence-transformers model in the local folder `path` (never downloaded, no remote code)."""
+    if not path:
+        raise ConfigError(
+            "eval.similarity_model: required by eval.metrics=sentence_cosine "
+            "(a local sentence-transformers model folder, e.g. paraphrase-MiniLM-L6-v2 saved with save())"
+        )
+    try:
+        from sentence_transformers import SentenceTransformer
+    except ImportError:
+        raise ConfigError(
+            "eval.metrics=sentence_cosine needs sentence-transformers: pip install 'mto[similarity]'"
+        ) from None
+    if not Path(path).expanduser().is_dir():
+        raise ConfigError(
+            f"eval.similarity_model={path}: no such folder (a local sentence-transformers model)"
+        )
+    from mto.training.runtime import device
+
+    try:
+        return SentenceTransformer(str(Path(path).expanduser()), device=str(device()),
+                                   local_files_only=True, trust_remote_code=False)  # fmt: skip
+    except Exception as err:  # noqa: BLE001  (whatever the library raises, one line naming the folder)
+        cause = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        raise ConfigError(
+            f"eval.similarity_model={path}: cannot load it with sentence-transformers "
+            f"({type(err).__name__}: {cause})"
+        ) from None
+
+
+def score_sentence_cosine(
+    preds: list[str], examples: list[dict[str, Any]], options: Any = None
+) -> tuple[dict[str, Any], list[dict[str, float]]]:
+    """`sentence_cosine`: the cosine similarity of the sentence embeddings of the prediction and of each
+    gold tail (both stripped), the best tail per example, averaged per group then over groups. This is
+    the MTO code's "bert_score" (metrics.py L392-421: SentenceTransformer, `util.pytorch_cos_sim`, max
+    over prediction x tail pairs) with the model of `eval.similarity_model`."""
+    _check_pairs(preds, examples, "sentence_cosine")
+    model = sentence_model(getattr(options, "similarity_model", None))
+    batch_size = getattr(options, "batch_size", 64)
+    tails = list(dict.fromkeys(t.strip() for ex in examples for t in ex["tails"]))
+    encode = lambda texts: model.encode(texts, batch_size=batch_size, convert_to_tensor=True,  # noqa: E731
+                                        normalize_embeddings=True, show_progress_bar=False)  # fmt: skip
+    pred_vectors = encode([p.strip() for p in preds])
+    tail_vectors = dict(zip(tails, encode(tails), strict=True))
+    values = []
+    for vector, ex in zip(pred_vectors, examples, strict=True):
+        _check_refs(list(ex["tails"]))
+        values.append(max(float(vector @ tail_vectors[t.strip()]) for t in ex["tails"]))
+    return per_group_mean("sentence_cosine", values, examples)
+
+
+# ------------------------------------------------------------------------------------------------
+# The registry: eval.metrics names -> scorer, with the figures it reports and the tasks it scores
+# ------------------------------------------------------------------------------------------------
+
+METRICS = Registry("metric", "mto.metrics")
+METRICS.register("generation", figures=("exact_match", "rougeL", "bleu", "distinct", "n"),
+                 tasks=("generation",))(score_generation)  # fmt: skip
+METRICS.register("choice", figures=("accuracy", "unmatched", "n"), tasks=("choice",))(score_choices)
+METRICS.register("rougeL_ref", figures=("rougeL_ref",), tasks=("generation",), needs=("rouge", "reference"))(
+    score_rouge_reference
+)
+METRICS.register("sentence_cosine", figures=("sentence_cosine",), tasks=("generation",),
+                 needs=("sentence_transformers", "similarity"))(score_sentence_cosine)  # fmt: skip
+
+Scorer = Callable[[list[str], list[dict[str, Any]], Any], tuple[dict[str, Any], list[dict[str, Any]]]]
+
+
+def metric_names(task_metric: str, options: Any = None) -> list[str]:
+    """The task's own scorer (TaskData.metric), then `eval.metrics`, each once."""
+    return list(dict.fromkeys([task_metric, *(getattr(options, "metrics", None) or [])]))
+
+
+def check_metrics(names: list[str], task_metric: str | None = None) -> None:
+    """ConfigError for an unknown name in `eval.metrics`, or one that does not score this kind of task."""
+    for name in names:
+        METRICS.get(name, "eval.metrics")
+        module, extra = METRICS.info(name).get("needs", (None, None))
+        if module and importlib.util.find_spec(module) is None:  # refused before any training
+            hint = f"pip install 'mto[{extra}]'"
+            raise ConfigError(f"eval.metrics={name} needs {module}, which is not installed: {hint}")
+        tasks = METRICS.info(name)["tasks"]
+        if task_metric is not None and task_metric not in tasks:
+            raise ConfigError(f"eval.metrics: {name} scores {'/'.join(tasks)} tasks, not {task_metric} ones")
+
+
+def score(
+    preds: list[str], examples: list[dict[str, Any]], task_metric: str, options: Any = None
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Every metric of `metric_names`: their summaries merged, and one row per example with all scores."""
+    names = metric_names(task_metric, options)
+    check_metrics(names, task_metric)
+    summary: dict[str, Any] = {}
+    rows: list[dict[str, Any]] = [{} for _ in preds]
+    for name in names:
+        part, per_example = METRICS.get(name, "eval.metrics")(preds, examples, options)
+        summary.update(part)
+        for row, scores in zip(rows, per_example, strict=True):
+            row.update(scores)
+    return summary, rows
+
+
+def figures(task_metric: str, options: Any = None) -> list[str]:
+    """The headline figures of the metrics `metric_names` names, in order, each once."""
+    names = metric_names(task_metric, options)
+    return list(dict.fromkeys(f for name in names for f in METRICS.info(name)["figures"]))

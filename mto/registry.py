@@ -50,7 +50,7 @@ class Registry:
             return
         self._discovered = True
         module = importlib.import_module(self.package)
-        for sub in pkgutil.iter_modules(module.__path__):
+        for sub in pkgutil.iter_modules(getattr(module, "__path__", [])):  # a plain module: itself only
             importlib.import_module(f"{self.package}.{sub.name}")
 
     def names(self) -> list[str]:

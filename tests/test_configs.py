@@ -14,7 +14,8 @@ from mto.tasks import TASKS
 from mto.tuning import TUNING_METHODS
 
 STAGES = ("train", "eval", "match", "adapt", "pipeline")
-GROUPS = ("model", "data", "template", "objective", "tuning", "phrases", "train", "eval", "match", "adapt")
+GROUPS = ("model", "data", "template", "objective", "tuning", "phrases", "train", "eval", "match", "adapt",
+          "protocol")
 # Options that are incomplete on their own by design, with what completes them.
 NEEDS = {("objective", "mixed"): ["objective.default=filling"]}
 
@@ -71,14 +72,19 @@ def test_the_config_accepts_the_registered_names_and_only_them():
         ("train.lr=0", r"^train\.lr=0\.0: expected a positive learning rate$"),
         ("train.epochs=0", r"^train\.epochs=0\.0: expected a number > 0$"),
         ("train.warmup_steps=-3", r"^train\.warmup_steps=-3: expected an integer >= 0$"),
+        ("train.double_epochs_up_to=0", r"^train\.double_epochs_up_to=0: expected an integer >= 1$"),
+        ("data.test_tails_per_head=0", r"^data\.test_tails_per_head=0: expected an integer >= 1$"),
         ("train.grad_clip=-1", r"^train\.grad_clip=-1\.0: expected a number >= 0"),
         ("train.max_target_length=1", r"^train\.max_target_length=1: expected an integer >= 2$"),
         ("eval.split=valid", r"^eval\.split=valid: expected one of train, dev, test$"),
         ("eval.extra_splits=[dev,valid]", r"^eval\.extra_splits=valid: expected one of train, dev, test$"),
         ("eval.num_beams=0", r"^eval\.num_beams=0: expected an integer >= 1$"),
         ("eval.max_examples=0", r"^eval\.max_examples=0: expected an integer >= 1$"),
+        ("eval.metrics=[bert_score]", r"^eval\.metrics: unknown metric 'bert_score'; valid metrics: "),
         ("match.n=0", r"^match\.n=0: expected an integer >= 1$"),
         ("match.threshold=1.5", r"^match\.threshold=1\.5: expected a number <= 1"),
+        ("match.fallback=coin", r"^match\.fallback='coin': expected one of point, mapping, filling$"),
+        ("match.confidence=1", r"^match\.confidence=1\.0: expected a number in \(0, 1\)$"),
         ("adapt.n_examples=0", r"^adapt\.n_examples=0: expected an integer >= 1$"),
         ("checkpoint.every=-1", r"^checkpoint\.every=-1: expected an integer >= 0$"),
         ("pipeline.stages=[match,fit]", r"^pipeline\.stages=\['match', 'fit'\]: expected stages in the"),

@@ -27,7 +27,7 @@ from mto.tasks.synthetic import generate_world, world_sentences
 from mto.templates import Template
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
-PHRASES = {k: str(v) for k, v in OmegaConf.load(CONF / "phrases" / "atomic2020.yaml").items()}
+PHRASES = {k: str(v) for k, v in OmegaConf.load(CONF / "phrases" / "mto.yaml").items()}
 TICKET = {
     "head": "PersonX buys a ticket",
     "relation": "xIntent",

@@ -9,7 +9,7 @@ from mto.config import conf_dir
 from mto.errors import ConfigError
 from mto.templates import Template, decode_answer, placeholders
 
-PHRASES = OmegaConf.to_container(OmegaConf.load(conf_dir() / "phrases" / "atomic2020.yaml"))
+PHRASES = OmegaConf.to_container(OmegaConf.load(conf_dir() / "phrases" / "mto.yaml"))
 TRIPLE = {"head": "PersonX buys a ticket", "relation": "xIntent", "tail": "to see a movie"}
 QA = {
     "question": "Where do you keep books?",

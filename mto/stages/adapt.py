@@ -24,6 +24,7 @@ from mto.config import MtoConfig, plain, typed
 from mto.errors import DataError
 from mto.matching import auto_objective
 from mto.objectives import Material, get_objective
+from mto.protocol import stamp
 from mto.runs import Run
 from mto.stages import steps
 from mto.tasks import TaskData
@@ -98,7 +99,7 @@ def main(cfg: DictConfig) -> dict:
         cfg = typed(cfg)
         precision = steps.setup(cfg)
         task = steps.get_task(cfg)
-        run.record(data_fingerprint=task.fingerprint)
+        run.record(data_fingerprint=task.fingerprint, protocol=stamp(cfg))  # mto/protocol.py
         objective_cfg = auto_objective(cfg) if cfg.objective.name == "auto" else cfg.objective
         objective = get_objective(objective_cfg)
         material = adaptation_material(cfg, task)

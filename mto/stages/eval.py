@@ -23,7 +23,8 @@ from rich.table import Table
 
 from mto.config import MtoConfig, typed
 from mto.errors import ConfigError
-from mto.metrics import score_choices, score_generation
+from mto.metrics import figures, score
+from mto.protocol import stamp
 from mto.runs import Run, atomic_write_json, atomic_write_text
 from mto.stages import steps
 from mto.stages.inherit import inherit_from_run
@@ -31,13 +32,6 @@ from mto.templates import Template, decode_answer
 from mto.training.decoding import generate
 
 log = logging.getLogger("mto")
-
-# The figures each kind of task reports (TaskData.metric), shown in the table and kept in run.json.
-HEADLINE = {
-    "generation": ("exact_match", "rougeL", "bleu", "distinct", "n"),
-    "choice": ("accuracy", "unmatched", "n"),
-}
-SCORERS = {"generation": score_generation, "choice": score_choices}
 
 
 def evaluate_all(
@@ -73,7 +67,8 @@ def evaluate(
     )
     seconds = time.perf_counter() - start
     predictions = [decode_answer(ids, tokenizer) for ids in outputs]
-    summary, per_example = SCORERS[task.metric](predictions, examples)
+    # the task's own scorer (TaskData.metric) and eval.metrics, from the registry mto.metrics.METRICS
+    summary, per_example = score(predictions, examples, task.metric, cfg.eval)
     lines = []
     for ex, (source, _), pred, scores in zip(examples, pairs, predictions, per_example, strict=True):
         lines.append(
@@ -94,6 +89,7 @@ def evaluate(
     atomic_write_json(out_dir / f"metrics{suffix}.json", {"split": split, **summary})
     summary["eval_examples_per_s"] = len(examples) / seconds
     summary["metric"] = task.metric
+    summary["figures"] = figures(task.metric, cfg.eval)  # shown in the table and kept in run.json
     show_metrics(summary, title=f"{template.name} on {cfg.data.name} ({split})")
     return summary
 
@@ -101,7 +97,7 @@ def evaluate(
 def headline(summary: dict) -> dict:
     """The key figures of a metrics summary (and the decoding speed) for run.json."""
     return {
-        **{k: summary[k] for k in HEADLINE[summary["metric"]]},
+        **{k: summary[k] for k in summary["figures"]},
         "eval_examples_per_s": summary["eval_examples_per_s"],
     }
 
@@ -110,7 +106,7 @@ def show_metrics(summary: dict, title: str) -> None:
     table = Table(title=title)
     table.add_column("metric")
     table.add_column("value", justify="right")
-    for key in HEADLINE[summary["metric"]]:
+    for key in summary["figures"]:
         value = summary[key]
         table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
     for group, value in summary.get("rougeL_per_group", {}).items():
@@ -150,7 +146,7 @@ def main(cfg: DictConfig) -> dict:
         check_something_trained(cfg)
         precision = steps.setup(cfg)
         task = steps.get_task(cfg)
-        run.record(data_fingerprint=task.fingerprint)
+        run.record(data_fingerprint=task.fingerprint, protocol=stamp(cfg))  # mto/protocol.py
         tokenizer, model = steps.get_model(cfg, task)
         template = steps.get_template(cfg, task)
         metrics = evaluate_all(model, tokenizer, task, template, cfg, out_dir, precision, run)

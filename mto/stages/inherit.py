@@ -15,7 +15,7 @@ from mto.runs import load_run
 
 # Sections an evaluation takes from the train run it evaluates (decoding settings included), unless
 # overridden on the command line.
-INHERITED = ("data", "template", "phrases", "objective", "tuning", "train", "eval", "match_run")
+INHERITED = ("data", "template", "phrases", "objective", "tuning", "train", "eval", "match_run", "protocol")
 
 
 def overridden_keys() -> set[str]:

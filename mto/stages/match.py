@@ -10,7 +10,16 @@ not EOS). The maskability index of a relation is
 
 with R the mean gold rank under the mapping template (default `prompting`) and the filling template
 (default `masked_prompting`). Relations with MI >= `match.threshold` are Filling, the others Mapping.
-`match.method=rules` decides without a model (see `mto.matching.rule_decision`).
+`match.method=zero_shot` is this scoring (`model` is its former name); `match.method=rules` decides without
+a model with the MTO code's rules (`mto.matching`: temp_flex per relation, temp_len per question; a group
+decided per example shows its Filling share, and `template=auto` applies the rule to each example).
+
+`match.method=depth_rank` follows the Maskability paper: a fresh copy of the model per template is
+fine-tuned on the sample (the `train.*` settings; protocol=maskability: Adafactor 1e-4, batch 8, 3 epochs),
+then DepthRank (the same mean 1-based gold-token rank) is measured on the held-out queries of
+`match.heldout_split`, one example per gold tail. With `match.bootstrap` resamples (paired, per example)
+every MI carries a confidence interval (`mi_ci`); a relation whose interval holds the threshold is
+`uncertain` and takes `match.fallback`.
 
 `mto train template=auto match_run=<dir>` and `mto adapt objective=auto match_run=<dir>` read the
 decisions from `match.json`.
@@ -18,6 +27,7 @@ decisions from `match.json`.
 
 from __future__ import annotations
 
+import copy
 import logging
 import random
 
@@ -26,14 +36,16 @@ from omegaconf import DictConfig
 from rich.console import Console
 from rich.table import Table
 
-from mto.config import typed
+from mto.config import effective_train, typed
 from mto.errors import ConfigError
-from mto.matching import FILLING, MATCH_FILE, decide, rule_decision
+from mto.matching import FILLING, MAPPING, MATCH_FILE, decide, rule_decision, rule_of
+from mto.protocol import stamp
 from mto.runs import Run, atomic_write_json
 from mto.stages import steps
 from mto.stages.inherit import start_from_adapt_run
 from mto.templates import load_template, sentinel_token_ids
 from mto.training.features import collate, tokenize_pairs
+from mto.training.loop import train_model
 from mto.training.runtime import autocast, device
 
 log = logging.getLogger("mto")
@@ -54,7 +66,8 @@ def score_pairs(model, tokenizer, pairs: list[tuple[str, str]], cfg, precision: 
     features = tokenize_pairs(tokenizer, pairs, cfg.train.max_source_length, cfg.train.max_target_length)
     not_answer = set(tokenizer.all_special_ids) | set(sentinel_token_ids(tokenizer))
     dev = device()
-    nll_sum, rank_sum, n = 0.0, 0.0, 0
+    nlls: list[float | None] = []  # per example (None: no answer token to score)
+    ranks: list[float | None] = []
     model.eval()
     with torch.inference_mode():
         for start in range(0, len(features), cfg.match.batch_size):
@@ -68,19 +81,51 @@ def score_pairs(model, tokenizer, pairs: list[tuple[str, str]], cfg, precision: 
                 answer &= labels != tid
             gold = labels.clamp(min=0).unsqueeze(-1)
             gold_logit = logits.gather(-1, gold)
-            ranks = (logits > gold_logit).sum(-1) + 1
+            gold_ranks = (logits > gold_logit).sum(-1) + 1
             nll = -torch.log_softmax(logits, -1).gather(-1, gold).squeeze(-1)
             counts = answer.sum(-1)
             for row in range(labels.shape[0]):
-                if counts[row] == 0:
-                    continue
                 mask = answer[row]
-                nll_sum += float(nll[row][mask].mean())
-                rank_sum += float(ranks[row][mask].float().mean())
-                n += 1
-    if n == 0:
+                scored = bool(counts[row])
+                nlls.append(float(nll[row][mask].mean()) if scored else None)
+                ranks.append(float(gold_ranks[row][mask].float().mean()) if scored else None)
+    kept = [(x, r) for x, r in zip(nlls, ranks, strict=True) if r is not None]
+    if not kept:
         raise ConfigError("match: no example has answer tokens to score")
-    return {"nll": nll_sum / n, "rank": rank_sum / n, "n": n}
+    n = len(kept)
+    return {"nll": sum(x for x, _ in kept) / n, "rank": sum(r for _, r in kept) / n, "n": n,
+            "nlls": nlls, "ranks": ranks}  # fmt: skip
+
+
+def heldout(task, split: str) -> dict[str, list[dict]]:
+    """The held-out queries of `split` by group, one example per gold tail (DepthRank scores each
+    (head, tail) pair, as the reference does)."""
+    groups: dict[str, list[dict]] = {}
+    for query in task.split(split):
+        for tail in query.get("tails") or [query["tail"]]:
+            groups.setdefault(str(query.get("group", "all")), []).append({**query, "tail": tail})
+    return groups
+
+
+def depth_rank_scores(model, tokenizer, task, templates, sample, cfg, precision) -> dict:
+    """`match.method=depth_rank` (the Maskability paper): for each template, a fresh copy of the model
+    fine-tuned on the few-shot sample (all groups pooled; the train.* settings), then DepthRank (mean
+    1-based rank of the gold answer tokens, sentinels and specials excluded) and NLL on the held-out
+    queries of `match.heldout_split`."""
+    examples = [ex for exs in sample.values() for ex in exs]
+    held = heldout(task, cfg.match.heldout_split)
+    scores: dict[str, dict] = {group: {} for group in held}
+    for name, template in templates.items():
+        tuned = copy.deepcopy(model)
+        features = tokenize_pairs(tokenizer, steps.render(template, examples, tokenizer),
+                                  cfg.train.max_source_length, cfg.train.max_target_length)  # fmt: skip
+        train_model(tuned, tokenizer, features, effective_train(cfg), precision, cfg.seed,
+                    description=f"depth_rank {name}")  # fmt: skip
+        for group, exs in held.items():
+            pairs = steps.render(template, exs, tokenizer)
+            scores[group][name] = score_pairs(tuned, tokenizer, pairs, cfg, precision)
+        del tuned
+    return scores
 
 
 def show(results: dict[str, dict], templates: list[str], threshold: float) -> None:
@@ -97,8 +142,26 @@ def show(results: dict[str, dict], templates: list[str], threshold: float) -> No
             score = res.get("templates", {}).get(name)
             cells += [f"{score['nll']:.3f}", f"{score['rank']:.1f}"] if score else ["-", "-"]
         mi = res.get("mi")
-        table.add_row(group, *cells, "-" if mi is None else f"{mi:.3f}", res["decision"])
+        decision = res["decision"]
+        if "filling_share" in res:  # decided per example: the majority, with the Filling share
+            decision += f" ({res['filling_share']:.0%} of examples filling)"
+        if res.get("uncertain"):
+            decision += " (uncertain)"
+        shown = "-" if mi is None else f"{mi:.3f}"
+        if "mi_ci" in res:
+            shown += f" [{res['mi_ci'][0]:.2f}, {res['mi_ci'][1]:.2f}]"
+        table.add_row(group, *cells, shown, decision)
     Console().print(table)
+
+
+def rules(examples: list[dict]) -> dict:
+    """The rule-based decision of one group: temp_flex decides the relation; temp_len decides each
+    question, and the group shows the majority with the Filling share."""
+    rule = rule_of(examples[0])
+    choices = [rule_decision(ex) for ex in examples]
+    share = choices.count(FILLING) / len(choices)
+    decision = FILLING if share >= 0.5 else MAPPING
+    return {"decision": decision, "rule": rule, **({"filling_share": share} if rule == "temp_len" else {})}
 
 
 # The (mapping, filling) template pair MI compares, by the task's metric, unless set in `match.*`.
@@ -125,7 +188,7 @@ def main(cfg: DictConfig) -> dict:
         cfg = typed(cfg)
         precision = steps.setup(cfg)
         task = steps.get_task(cfg)
-        run.record(data_fingerprint=task.fingerprint)
+        run.record(data_fingerprint=task.fingerprint, protocol=stamp(cfg))  # mto/protocol.py
         sample = sample_by_group(task.train, cfg.match.n, cfg.seed)
         pair = template_pair(cfg, task)
         names = templates_to_score(cfg, pair)
@@ -134,19 +197,21 @@ def main(cfg: DictConfig) -> dict:
         for template in templates.values():
             template.check(task.train[0].keys(), task.name, relations)
         if cfg.match.method == "rules":
-            results = {g: {"decision": rule_decision(exs[0], cfg.phrases)} for g, exs in sample.items()}
-        elif cfg.match.method == "model":
-            tokenizer, model = steps.get_model(cfg, task)
-            scores = {
-                group: {
-                    name: score_pairs(model, tokenizer, steps.render(t, exs, tokenizer), cfg, precision)
-                    for name, t in templates.items()
-                }
-                for group, exs in sample.items()
-            }
-            results = decide(scores, pair, cfg.match.threshold)
+            results = {g: rules(exs) for g, exs in sample.items()}
         else:
-            raise ConfigError(f"match.method={cfg.match.method}: expected model or rules")
+            tokenizer, model = steps.get_model(cfg, task)
+            if cfg.match.method == "depth_rank":
+                scores = depth_rank_scores(model, tokenizer, task, templates, sample, cfg, precision)
+            else:
+                scores = {
+                    group: {
+                        name: score_pairs(model, tokenizer, steps.render(t, exs, tokenizer), cfg, precision)
+                        for name, t in templates.items()
+                    }
+                    for group, exs in sample.items()
+                }
+            m = cfg.match
+            results = decide(scores, pair, m.threshold, m.bootstrap, m.confidence, m.fallback, cfg.seed)
         decisions = {g: r["decision"] for g, r in results.items()}
         share = sum(d == FILLING for d in decisions.values()) / len(decisions)
         atomic_write_json(
@@ -158,8 +223,14 @@ def main(cfg: DictConfig) -> dict:
                 "mapping_template": pair[0],
                 "filling_template": pair[1],
                 "n_per_group": cfg.match.n,
+                "bootstrap": cfg.match.bootstrap,
+                "confidence": cfg.match.confidence,
+                "fallback": cfg.match.fallback,
+                "uncertain": sorted(g for g, r in results.items() if r.get("uncertain")),
                 "groups": results,
                 "decisions": decisions,
+                # groups whose examples the rules decide one by one (template=auto follows each)
+                "per_example": sorted(g for g, r in results.items() if r.get("rule") == "temp_len"),
             },
         )
         show(results, names, cfg.match.threshold)

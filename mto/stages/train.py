@@ -11,7 +11,8 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from mto import tuning
-from mto.config import typed
+from mto.config import effective_train, typed
+from mto.protocol import stamp
 from mto.runs import Run
 from mto.stages import steps
 from mto.stages.eval import evaluate_all
@@ -34,7 +35,7 @@ def main(cfg: DictConfig) -> dict:
         cfg = typed(cfg)
         precision = steps.setup(cfg)
         task = steps.get_task(cfg)
-        run.record(data_fingerprint=task.fingerprint)
+        run.record(data_fingerprint=task.fingerprint, protocol=stamp(cfg))  # mto/protocol.py
         tokenizer, model = steps.get_model(cfg, task)
         template = steps.get_template(cfg, task)
         # tuning != full: the base frozen, the method's parameters added (soft: the tokenizer's soft tokens)
@@ -45,8 +46,9 @@ def main(cfg: DictConfig) -> dict:
             tokenizer, pairs, cfg.train.max_source_length, cfg.train.max_target_length
         )
         checkpoint = steps.checkpoint_for(cfg)
+        train_cfg = effective_train(cfg)  # epochs doubled for few heads where the protocol says so
         result = train_model(
-            model, tokenizer, features, cfg.train, precision, cfg.seed, checkpoint=checkpoint,
+            model, tokenizer, features, train_cfg, precision, cfg.seed, checkpoint=checkpoint,
             lr=tuning.learning_rate(state, cfg.train.lr),
         )  # fmt: skip
         steps.save_model(model, tokenizer, out_dir / "model", state)
@@ -54,6 +56,7 @@ def main(cfg: DictConfig) -> dict:
         run.figures(
             train_loss=result.final_loss,
             train_steps=result.steps,
+            train_epochs=train_cfg.epochs,
             train_examples=len(features),
             train_features_cached=cached,  # tokenised by an earlier run over the same data and template
             train_seconds=result.seconds,

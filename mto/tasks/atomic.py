@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mto.cache import fingerprint as hash_object
+from mto.config import HEAD_ORDERS
 from mto.errors import ConfigError, DataError
 from mto.tasks import SPLITS, TASKS, TaskData
 
@@ -77,7 +78,7 @@ def select(
     return list(dict.fromkeys(chosen))  # dict keeps the first occurrence's order
 
 
-def sample_heads(triples: Sequence[Triple], n_heads: int, seed: int) -> list[Triple]:
+def sample_heads(triples: Sequence[Triple], n_heads: int, seed: int | str) -> list[Triple]:
     """Few-shot selection: for every relation, `n_heads` heads drawn at random, with all their tails.
 
     Heads are sorted before drawing and each relation gets its own `random.Random` seeded with a
@@ -94,6 +95,73 @@ def sample_heads(triples: Sequence[Triple], n_heads: int, seed: int) -> list[Tri
         rng = random.Random(f"{seed}:{relation}")
         chosen.update((head, relation) for head in rng.sample(heads, min(n_heads, len(heads))))
     return [t for t in triples if (t[0], t[1]) in chosen]
+
+
+DEFAULT_SAMPLING = {
+    "head_order": "random", "train_tails_per_head": None, "test_tails_per_head": None,
+    "test_heads_per_relation": None,
+}  # fmt: skip
+# The draw of dev/test heads (head_order=random) does not follow the run's seed: every run of a sweep is
+# evaluated on the same queries.
+EVAL_SAMPLE_SEED = "eval"
+
+
+def richest_first(raw: Sequence[Triple]) -> dict[str, tuple[int, int, str]]:
+    """Each head's sort key in the MTO code's order (`Atomic.preproc_df`, attempt/data/tasks.py
+    L1826-1847; docs/reference-protocol.md section 4), counted over the whole split file as read (every
+    relation, `none` tails and repeated rows included, as the code counts): the number of distinct
+    relations of the head, then its number of rows, then the head's text, all descending (so the text
+    runs reverse-alphabetically, as pandas sorts strings)."""
+    relations: dict[str, set[str]] = {}
+    rows: dict[str, int] = {}
+    for head, relation, _ in raw:
+        relations.setdefault(head, set()).add(relation)
+        rows[head] = rows.get(head, 0) + 1
+    return {head: (len(relations[head]), rows[head], head) for head in rows}
+
+
+def first_heads(triples: Sequence[Triple], n_heads: int, order: str, raw: Sequence[Triple]) -> list[Triple]:
+    """The first `n_heads` heads of every relation in `order` (richest_first: `richest_first(raw)`;
+    file: first appearance), with all their triples, in the order of `triples`.
+
+    The MTO code took N+1 heads (its `subsample` appended the first row of head N+1 before checking the
+    count, reference trap 3); we take N."""
+    keys = richest_first(raw) if order == "richest_first" else {}
+    heads_of: dict[str, dict[str, None]] = {}
+    for head, relation, _ in triples:
+        heads_of.setdefault(relation, {}).setdefault(head, None)
+    chosen: set[tuple[str, str]] = set()
+    for relation, heads in heads_of.items():
+        ordered = sorted(heads, key=keys.__getitem__, reverse=True) if keys else list(heads)
+        chosen.update((head, relation) for head in ordered[:n_heads])
+    return [t for t in triples if (t[0], t[1]) in chosen]
+
+
+def choose_heads(
+    triples: Sequence[Triple], n_heads: int | None, order: str, seed: int | str, raw: Sequence[Triple]
+) -> list[Triple]:
+    """`n_heads` heads per relation (all when None) by `order`: random (drawn with `seed`),
+    richest_first or file (see `first_heads`)."""
+    if n_heads is None:
+        return list(triples)
+    if order == "random":
+        return sample_heads(triples, n_heads, seed)
+    return first_heads(triples, n_heads, order, raw)
+
+
+def cap_tails(triples: Sequence[Triple], n_tails: int | None) -> list[Triple]:
+    """The first `n_tails` triples (tails) of every (head, relation), in file order (all when None), as
+    the MTO code keeps the first `samples_per_head` rows of a head."""
+    if n_tails is None:
+        return list(triples)
+    seen: dict[tuple[str, str], int] = {}
+    kept = []
+    for triple in triples:
+        key = (triple[0], triple[1])
+        seen[key] = seen.get(key, 0) + 1
+        if seen[key] <= n_tails:
+            kept.append(triple)
+    return kept
 
 
 def train_records(triples: Sequence[Triple]) -> list[dict]:
@@ -177,10 +245,12 @@ def atomic_task(cfg: DataConfig) -> TaskData:
 
 
 def selection(cfg: DataConfig) -> dict[str, Any]:
-    """The options of `load_atomic` that choose relations, few-shot heads and `none` tails."""
+    """The options of `load_atomic` that choose relations, heads, tails and `none` tails."""
     return dict(
-        relations=cfg.relations, n_train=cfg.n_train, sample_seed=cfg.sample_seed, drop_none=cfg.drop_none
-    )
+        relations=cfg.relations, n_train=cfg.n_train, sample_seed=cfg.sample_seed, drop_none=cfg.drop_none,
+        head_order=cfg.head_order, train_tails_per_head=cfg.train_tails_per_head,
+        test_tails_per_head=cfg.test_tails_per_head, test_heads_per_relation=cfg.test_heads_per_relation,
+    )  # fmt: skip
 
 
 def load_atomic(
@@ -190,15 +260,23 @@ def load_atomic(
     sample_seed: int = 0,
     drop_none: bool = True,
     name: str = "atomic",
+    head_order: str = "random",
+    train_tails_per_head: int | None = None,
+    test_tails_per_head: int | None = None,
+    test_heads_per_relation: int | None = None,
 ) -> TaskData:
     """Read a task folder in ATOMIC-2020 format and build the train/dev/test records.
 
-    Order of operations: read, keep `relations`, drop `none` tails (when `drop_none`), drop
-    repeated triples, then (train only) sample `n_train` heads per relation.
+    Order of operations: read, keep `relations`, drop `none` tails (when `drop_none`), drop repeated
+    triples; then train: `n_train` heads per relation by `head_order`, at most `train_tails_per_head`
+    tails each; dev and test: `test_heads_per_relation` heads per relation by `head_order`, at most
+    `test_tails_per_head` gold tails each (the sampling of a `protocol=`: docs/reference-protocol.md 4).
     """
     relations = _relations_option(relations)
     n_train = n_train_option(n_train)
     drop_none = bool(drop_none)
+    if head_order not in HEAD_ORDERS:
+        raise ConfigError(f"data.head_order={head_order!r}: expected one of {', '.join(HEAD_ORDERS)}")
     files = split_files(path)
     blobs = {split: file.read_bytes() for split, file in files.items()}
     raw = {split: parse_tsv(blobs[split], files[split]) for split in SPLITS}
@@ -211,21 +289,34 @@ def load_atomic(
     selected: dict[str, list[Triple]] = {}
     for split in SPLITS:
         triples = select(raw[split], relations, drop_none)
-        if split == "train" and n_train is not None:
-            triples = sample_heads(triples, n_train, sample_seed)
+        if split == "train":
+            triples = choose_heads(triples, n_train, head_order, sample_seed, raw[split])
+            triples = cap_tails(triples, train_tails_per_head)
+        else:
+            triples = choose_heads(triples, test_heads_per_relation, head_order, EVAL_SAMPLE_SEED, raw[split])
+            triples = cap_tails(triples, test_tails_per_head)
         if not triples:
             raise DataError(
                 f"{files[split]}: no rows left after filtering (relations={relations}, drop_none={drop_none})"
             )
         selected[split] = triples
 
+    sampled = n_train is not None and head_order == "random"
     options = {
         "relations": sorted(relations) if relations is not None else None,
         "n_train": n_train,
         # the seed only changes the data when there is a sample to draw
-        "sample_seed": sample_seed if n_train is not None else None,
+        "sample_seed": sample_seed if sampled else None,
         "drop_none": drop_none,
     }
+    sampling = {
+        "head_order": head_order,
+        "train_tails_per_head": train_tails_per_head,
+        "test_tails_per_head": test_tails_per_head,
+        "test_heads_per_relation": test_heads_per_relation,
+    }
+    if sampling != DEFAULT_SAMPLING:  # the defaults keep the fingerprints data had before these options
+        options.update(sampling)
     digests = {split: hashlib.sha256(blob).hexdigest() for split, blob in blobs.items()}
     return TaskData(
         name=name,

@@ -33,11 +33,11 @@ class TrainResult:
 
 
 def total_steps(cfg, n_features: int) -> int:
-    """`steps` when set, else `epochs` over the data."""
-    if cfg.steps:
-        return int(cfg.steps)
+    """`epochs` over the data when set (batches per epoch rounded up), else `steps`."""
     if cfg.epochs:
         return max(1, math.ceil(cfg.epochs * math.ceil(n_features / cfg.batch_size)))
+    if cfg.steps:
+        return int(cfg.steps)
     raise ValueError("train.steps or train.epochs must be set")
 
 
@@ -50,9 +50,12 @@ def make_optimizer(model: torch.nn.Module, cfg, steps: int, lr: float | None = N
     # Prompt and adapter methods (mto/tuning) train only their own parameters, usually with a much larger
     # step than full fine-tuning: `tuning.lr`, which the stage passes (mto.tuning.learning_rate).
     lr = cfg.lr if lr is None else lr
-    # Fused AdamW (one kernel for all tensors; what the Trainer uses by default too) where torch has it.
-    fused = bool(params) and params[0].device.type in ("cpu", "cuda")
-    optimizer = torch.optim.AdamW(groups, lr=lr, fused=fused)
+    if str(getattr(cfg, "optimizer", "adamw")) == "adafactor":
+        optimizer = adafactor(groups, lr)
+    else:
+        # Fused AdamW (one kernel for all tensors; what the Trainer uses by default too) where torch has it.
+        fused = bool(params) and params[0].device.type in ("cpu", "cuda")
+        optimizer = torch.optim.AdamW(groups, lr=lr, fused=fused)
     warmup = int(cfg.warmup_steps)
     scheduler_kind = str(cfg.scheduler)
 
@@ -64,6 +67,15 @@ def make_optimizer(model: torch.nn.Module, cfg, steps: int, lr: float | None = N
         return max(0.0, (steps - step) / max(1, steps - warmup))
 
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def adafactor(groups: list[dict], lr: float):
+    """transformers' Adafactor with a fixed step size `lr`, set as the MTO code sets it (run.py
+    L2192-2300; docs/reference-protocol.md 6a), which is also what the Maskability paper describes."""
+    from transformers.optimization import Adafactor
+
+    return Adafactor(groups, lr=lr, eps=(1e-30, 1e-3), clip_threshold=1.0, decay_rate=-0.8, beta1=None,
+                     relative_step=False, scale_parameter=False, warmup_init=False)  # fmt: skip
 
 
 def train_model(

@@ -29,6 +29,7 @@ from mto.runs import Run
 from mto.stages import steps
 from mto.tasks import TaskData
 from mto.training.loop import train_model
+from mto.training.packing import check_supported
 
 log = logging.getLogger("mto")
 
@@ -104,6 +105,8 @@ def main(cfg: DictConfig) -> dict:
         objective = get_objective(objective_cfg)
         material = adaptation_material(cfg, task)
         tokenizer, model = steps.get_model(cfg, task)
+        if cfg.train.packing:
+            check_supported(model, "full")
         features_of = epoch_features(objective, material, tokenizer, cfg.seed)
         features = features_of(0)
         if not features:

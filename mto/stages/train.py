@@ -19,6 +19,7 @@ from mto.stages.eval import evaluate_all
 from mto.stages.inherit import start_from_adapt_run
 from mto.training.features import cached_features
 from mto.training.loop import train_model
+from mto.training.packing import check_supported
 
 log = logging.getLogger("mto")
 
@@ -40,6 +41,8 @@ def main(cfg: DictConfig) -> dict:
         template = steps.get_template(cfg, task)
         # tuning != full: the base frozen, the method's parameters added (soft: the tokenizer's soft tokens)
         model, tokenizer, state = tuning.apply_tuning(model, tokenizer, cfg, template, task)
+        if cfg.train.packing:
+            check_supported(model, cfg.tuning.method)
 
         pairs = steps.render(template, task.train, tokenizer)
         features, cached = cached_features(

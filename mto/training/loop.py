@@ -18,6 +18,7 @@ import torch
 
 from mto.training.checkpoint import Checkpoint, StopSignals, rng_state, set_rng_state
 from mto.training.features import collate, epoch_batches
+from mto.training.packing import pack, packed_forward
 from mto.training.runtime import autocast, device, progress_bar
 
 log = logging.getLogger("mto")
@@ -110,6 +111,8 @@ def train_model(
     optimizer, scheduler = make_optimizer(model, cfg, steps, lr)
     rng = random.Random(seed)
     pad_id = tokenizer.pad_token_id
+    start_id = model.config.decoder_start_token_id
+    compute_dtype = torch.bfloat16 if precision == "bf16" else torch.float32
     first_features = features
 
     def features_of(epoch: int) -> list[dict]:
@@ -142,9 +145,13 @@ def train_model(
                 features = features_of(epoch)
                 batches = epoch_batches(features, cfg.batch_size, rng, cfg.group_by_length)
             batch_ids = batches.pop()
-            batch = {k: v.to(dev) for k, v in collate([features[i] for i in batch_ids], pad_id).items()}
+            chosen = [features[i] for i in batch_ids]
             with autocast(precision, dev):
-                loss = model(**batch).loss
+                if cfg.packing:  # the same examples in fewer rows: the same loss, less padding
+                    packed = {k: v.to(dev) for k, v in pack(chosen, pad_id, start_id).items()}
+                    loss = packed_forward(model, packed, compute_dtype).loss
+                else:
+                    loss = model(**{k: v.to(dev) for k, v in collate(chosen, pad_id).items()}).loss
             loss.backward()
             if cfg.grad_clip:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
@@ -154,7 +161,7 @@ def train_model(
             recent.append(float(loss.detach()))
             recent = recent[-max(1, cfg.log_every) :]
             n_examples += len(batch_ids)
-            n_tokens += int(batch["attention_mask"].sum()) + int((batch["labels"] != -100).sum())
+            n_tokens += sum(len(f["input_ids"]) + len(f["labels"]) for f in chosen)
             if (step + 1) % cfg.log_every == 0 or step + 1 == steps:
                 mean = sum(recent) / len(recent)
                 lr = scheduler.get_last_lr()[0]

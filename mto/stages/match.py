@@ -8,9 +8,11 @@ not EOS). The maskability index of a relation is
 
     MI = (R_mapping - R_filling) / R_mapping
 
-with R the mean gold rank under the mapping template (default `prompting`) and the filling template
-(default `masked_prompting`). Relations with MI >= `match.threshold` are Filling, the others Mapping.
-`match.method=rules` decides without a model (see `mto.matching.rule_decision`).
+with R the mean gold rank under the mapping template and the filling template (by default the pair of the
+task's shape, `mto.matching.DEFAULT_PAIRS`: `prompting` and `masked_prompting` for knowledge triples,
+`answer` and `masked_answer` for QA, `text2text` and `masked_text2text` for text-to-text). Relations
+with MI >= `match.threshold` are Filling, the others Mapping. `match.method=rules` decides without a
+model (see `mto.matching.rule_decision`).
 
 `mto train template=auto match_run=<dir>` and `mto adapt objective=auto match_run=<dir>` read the
 decisions from `match.json`.
@@ -28,7 +30,7 @@ from rich.table import Table
 
 from mto.config import typed
 from mto.errors import ConfigError
-from mto.matching import FILLING, MATCH_FILE, decide, rule_decision
+from mto.matching import FILLING, MATCH_FILE, decide, pair_templates, rule_decision, template_pair
 from mto.runs import Run, atomic_write_json
 from mto.stages import steps
 from mto.stages.inherit import start_from_adapt_run
@@ -101,15 +103,6 @@ def show(results: dict[str, dict], templates: list[str], threshold: float) -> No
     Console().print(table)
 
 
-# The (mapping, filling) template pair MI compares, by the task's metric, unless set in `match.*`.
-DEFAULT_PAIRS = {"generation": ("prompting", "masked_prompting"), "choice": ("answer", "masked_answer")}
-
-
-def template_pair(cfg: DictConfig, task) -> tuple[str, str]:
-    default = DEFAULT_PAIRS[getattr(task, "metric", "generation")]
-    return cfg.match.mapping_template or default[0], cfg.match.filling_template or default[1]
-
-
 def templates_to_score(cfg: DictConfig, pair: tuple[str, str]) -> list[str]:
     names = list(cfg.match.templates or [])
     return names + [n for n in pair if n not in names]
@@ -127,7 +120,8 @@ def main(cfg: DictConfig) -> dict:
         task = steps.get_task(cfg)
         run.record(data_fingerprint=task.fingerprint)
         sample = sample_by_group(task.train, cfg.match.n, cfg.seed)
-        pair = template_pair(cfg, task)
+        pair = template_pair(cfg, task)  # the pair of the task's shape unless match.* names one
+        pair_templates(cfg, task)  # refused here when they do not fit the task
         names = templates_to_score(cfg, pair)
         templates = {name: load_template(name, cfg.phrases) for name in names}
         relations = {ex["relation"] for ex in task.train if "relation" in ex}

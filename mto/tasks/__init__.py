@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 # `@TASKS.register("kind")`) plus its YAML in conf/data/.
 TASKS = Registry("kind", "mto.tasks")
 METRICS = ("generation", "choice")
+SHAPES = ("knowledge", "qa", "text2text")
 
 
 @dataclass
@@ -50,6 +51,9 @@ class TaskData:
     fingerprint: str  # hash of the split files' bytes (or hub rows) and the selection options
     source: str  # the folder (or hub dataset) the data came from
     metric: str = "generation"  # how predictions are scored: generation | choice (see METRICS)
+    # The record format above: knowledge | qa | text2text (SHAPES); it picks the templates `mto match`
+    # compares and `mto adapt` renders records with by default (mto.matching.DEFAULT_PAIRS).
+    shape: str = "knowledge"
     # Record fields whose text a tokenizer built offline must cover (a field may hold a list of strings).
     text_fields: tuple[str, ...] = ("head", "tails")
     # Splits that cannot be evaluated (absent, or without answers such as CommonsenseQA's official
@@ -94,4 +98,4 @@ def not_read(split: str, splits: Sequence[str]) -> str:
     return f"the {split} split was not read (this stage reads {', '.join(splits)})"
 
 
-__all__ = ["METRICS", "SPLITS", "TASKS", "TaskData", "load_task", "not_read"]
+__all__ = ["METRICS", "SHAPES", "SPLITS", "TASKS", "TaskData", "load_task", "not_read"]

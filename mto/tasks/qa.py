@@ -248,6 +248,7 @@ def load_qa(
         fingerprint=task_fingerprint(data, options),
         source=data.source,
         metric="choice",
+        shape="qa",
         text_fields=("question", "choices", "labels"),
         unavailable=unavailable,
     )

@@ -117,6 +117,7 @@ def load_text2text(
         fingerprint=task_fingerprint(data, options),
         source=data.source,
         metric="generation",
+        shape="text2text",
         text_fields=("source", "tails"),
         unavailable={split: reason for split, reason in data.absent.items()},
     )

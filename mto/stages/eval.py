@@ -140,6 +140,7 @@ def main(cfg: DictConfig) -> dict:
         task = steps.get_task(cfg, splits_to_read(cfg))
         run.record(data_fingerprint=task.fingerprint)
         template = steps.get_template(cfg, task)  # refused before the model loads
+        run.record(template=template.name)  # its own name when its text was overridden
         tokenizer, model = steps.get_model(cfg, task)
         metrics = evaluate_all(model, tokenizer, task, template, cfg, out_dir, precision, run)
     return metrics

@@ -65,7 +65,7 @@ def skip(cfg: DictConfig, twin: Path) -> dict:
     info = read_json(twin / RUN_FILE)
     atomic_write_json(job_dir() / RUN_FILE, {
         "stage": cfg.stage, "status": "skipped", "twin": str(twin), "config_hash": info["config_hash"],
-        "seed": cfg.seed, "figures": info.get("figures", {}),
+        "seed": cfg.seed, "figures": info.get("figures", {}), "template": info.get("template"),
     })  # fmt: skip
     return info.get("figures", {})
 

@@ -158,3 +158,20 @@ def test_a_run_directory_never_enables_its_own_code(tmp_path, monkeypatch):
     # Only the user's own command line turns it on (and then the folder's code does run).
     mto("eval", f"run={run}", "model.trust_remote_code=true", *EVAL, cwd=tmp_path, check=False)
     assert marker.read_text() == "ran"
+
+
+def test_a_run_config_may_not_call_resolvers():
+    """`${oc.env:...}` in a run's config would read the evaluating user's environment into the evaluation
+    (a template could copy a secret into predictions.jsonl); references to its own keys stay allowed."""
+    from omegaconf import OmegaConf
+
+    from mto.errors import ConfigError
+    from mto.stages.inherit import refuse_resolver_calls
+
+    fine = OmegaConf.create({"seed": 3, "data": {"sample_seed": "${seed}"}, "template": {"source": "{head}"}})
+    refuse_resolver_calls(OmegaConf.to_container(fine, resolve=False), "run=r")
+    hostile = {"template": {"source": "${oc.env:AWS_SECRET_ACCESS_KEY} {head}"}, "x": ["${ oc.decode:1}"]}
+    with pytest.raises(ConfigError, match=r"^run=r: template.source='\$\{oc.env:AWS_SECRET_ACCESS_KEY\} "):
+        refuse_resolver_calls(hostile, "run=r")
+    with pytest.raises(ConfigError, match=r"^run=r: x\[0\]="):
+        refuse_resolver_calls({"x": ["${ oc.decode:1}"]}, "run=r")

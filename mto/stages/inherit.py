@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import re
 from pathlib import Path
+from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -26,6 +28,26 @@ INHERITED = ("data", "template", "phrases", "objective", "tuning", "train", "eva
 # Keys that let a model folder's own Python files run (`auto_map`), or choose which files load: the
 # evaluating user's value, never the evaluated run's.
 CODE_KEYS = ("model.trust_remote_code", "tuning.adapter")
+
+
+# `${name:...}`: an OmegaConf resolver call (`${oc.env:HOME}`), as opposed to a reference `${seed}`.
+RESOLVER_CALL = re.compile(r"\$\{\s*[\w.\-]+\s*:")
+
+
+def refuse_resolver_calls(node: Any, where: str, key: str = "") -> None:
+    """ConfigError for a value of a run's config that calls a resolver: resolving it here would read this
+    machine's environment (`${oc.env:...}`) into the evaluation; a run's config may only refer to its own
+    keys (`sample_seed: ${seed}`), which is all mto writes."""
+    if isinstance(node, dict):
+        for name, value in node.items():
+            refuse_resolver_calls(value, where, f"{key}.{name}" if key else str(name))
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            refuse_resolver_calls(value, where, f"{key}[{i}]")
+    elif isinstance(node, str) and RESOLVER_CALL.search(node):
+        raise ConfigError(
+            f"{where}: {key}={node[:60]!r} calls a resolver; a run's config may only refer to its own keys"
+        )
 
 
 def command_line() -> tuple[set[str], dict[str, list[str]]]:
@@ -65,6 +87,8 @@ def inherit_from_run(cfg: DictConfig, run_dir: str) -> tuple[DictConfig, dict]:
     adapter = tuning.is_adapter_dir(model_dir)
     if not adapter and not (model_dir / "config.json").is_file():
         raise ConfigError(f"run={run_dir}: has no model/ folder to evaluate")
+    where = f"run={run_dir}: .hydra/config.yaml"
+    refuse_resolver_calls(OmegaConf.to_container(run_cfg, resolve=False), where)
     run_cfg = OmegaConf.to_container(run_cfg, resolve=True)
     whole, dotted = command_line()
     sections = {}

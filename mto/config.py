@@ -120,13 +120,16 @@ class DataConfig:
     test_heads_per_relation: Optional[int] = None  # dev/test queries per relation (null: all)
     n_heads: int = 600  # synthetic world: number of heads
     world_seed: int = 0  # synthetic world: generator seed
-    # qa/text2text: split -> file in data.path (.jsonl/.csv; no extension: either; null: no such split)
-    files: Optional[dict[str, Optional[str]]] = None
+    # qa/text2text: split -> file in data.path (.jsonl/.csv; no extension: either; null: no such split).
+    # These three are `Any`, not Optional[dict]: `data.files.test=x` over a None typed dict (a kind that does
+    # not set them, e.g. `mto eval`'s default before it inherits the run's data) crashes OmegaConf (#1360).
+    # The task readers check their shape (mto/tasks/rows.py).
+    files: Any = None
     hub: Optional[str] = None  # qa/text2text: Hugging Face dataset, loaded only when data.path is null
     subset: Optional[str] = None  # hub dataset configuration (e.g. openbookqa: main)
     revision: Optional[str] = None  # hub revision
-    hub_splits: Optional[dict[str, Optional[str]]] = None  # our split -> the hub's (null: no such split)
-    fields: Optional[dict[str, Any]] = None  # record part -> dotted path (QA choices: a path or a list)
+    hub_splits: Any = None  # our split -> the hub's (null: no such split)
+    fields: Any = None  # record part -> dotted path (QA choices: a path or a list)
     answer_is: str = "label"  # qa: how the answer field reads: label | index | index1 | text
 
     def __post_init__(self) -> None:

@@ -14,16 +14,28 @@ import math
 import random
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mto.config import MtoConfig, ObjectiveConfig
 from mto.errors import ConfigError
 from mto.runs import read_json
 from mto.templates import GroupedTemplate, Template, load_template
 
+if TYPE_CHECKING:
+    from mto.tasks import TaskData
+
 log = logging.getLogger("mto")
 
 MATCH_FILE = "match.json"
 FILLING, MAPPING = "filling", "mapping"
+# The (mapping, filling) template pair of each record shape (TaskData.shape): what `mto match` compares
+# and what `mto adapt` renders records with, unless `match.mapping_template` / `match.filling_template`
+# name others.
+DEFAULT_PAIRS = {
+    "knowledge": ("prompting", "masked_prompting"),
+    "qa": ("answer", "masked_answer"),
+    "text2text": ("text2text", "masked_text2text"),
+}
 
 
 def maskability_index(rank_mapping: float, rank_filling: float) -> float:
@@ -43,6 +55,27 @@ TEMP_FLEX_FILLING = frozenset({
 TEMP_LEN_MAX_WORDS = 4
 # Which rule decides a group: per relation (temp_flex) or per example (temp_len).
 RULE_OF = {"relation": "temp_flex", "choices": "temp_len"}
+
+
+def template_pair(cfg: MtoConfig, task: TaskData) -> tuple[str, str]:
+    """The names of the (mapping, filling) templates for `task`: `match.*_template`, else its shape's."""
+    default = DEFAULT_PAIRS[task.shape]
+    return cfg.match.mapping_template or default[0], cfg.match.filling_template or default[1]
+
+
+def pair_templates(cfg: MtoConfig, task: TaskData) -> tuple[Template, Template]:
+    """The (mapping, filling) templates of `template_pair`, refused before any model is loaded when one
+    names a field the task lacks, or the mapping one has a `{mask}` or the filling one none."""
+    names = template_pair(cfg, task)
+    templates = tuple(load_template(name, cfg.phrases) for name in names)
+    examples = task.train or task.test or task.dev
+    relations = {ex["relation"] for ex in task.train if "relation" in ex}
+    for key, template, masked in zip(("mapping", "filling"), templates, (False, True), strict=True):
+        template.check(examples[0].keys(), task.name, relations)
+        if template.uses_mask != masked:
+            rule = "fills a sentinel ({mask})" if masked else "has no sentinel ({mask})"
+            raise ConfigError(f"match.{key}_template={template.name}: a {key} template {rule}")
+    return templates[0], templates[1]
 
 
 def temp_flex(relation: str) -> str:

@@ -101,7 +101,7 @@ class Template:
     @classmethod
     def from_config(cls, cfg, phrases: Mapping[str, str]) -> Template:
         return cls(
-            name=cfg.name,
+            name=own_name(cfg),
             source=cfg.source,
             target=cfg.target,
             objective=cfg.objective,
@@ -127,18 +127,29 @@ class Template:
                 needed.extend(placeholders(phrase, f"phrases.{relation}"))
         return list(dict.fromkeys(needed))
 
+    def missing_fields(self, available: Iterable[str]) -> list[str]:
+        """The example fields the template reads that `available` lacks."""
+        available = set(available)
+        return [name for name in self.required_fields() if name not in available]
+
+    def missing_phrases(self, relations: Iterable[str]) -> list[str]:
+        """The relations without a phrase, when the template says `{phrase}`."""
+        if "phrase" not in self.source_fields + self.target_fields:
+            return []
+        return sorted(r for r in set(relations) if r not in self.phrases)
+
     def check(self, available: Iterable[str], task: str, relations: Iterable[str] = ()) -> None:
         """Refuse, before any training, a template that names a field the task lacks (or a relation
         without a phrase)."""
-        available = set(available)
-        for name in self.required_fields():
-            if name not in available:
-                raise ConfigError(
-                    f"template={self.name} uses {{{name}}}, a field that task '{task}' lacks "
-                    f"(it has: {', '.join(sorted(available))})"
-                )
+        available, relations = set(available), set(relations)
+        for name in self.missing_fields(available):
+            fits = ", ".join(fitting_templates(available, relations, self.phrases)) or "none"
+            raise ConfigError(
+                f"template={self.name} uses {{{name}}}, a field that task '{task}' lacks "
+                f"(it has: {', '.join(sorted(available))}); templates that fit it: {fits}"
+            )
         if "phrase" in self.source_fields + self.target_fields:
-            missing = sorted(r for r in set(relations) if r not in self.phrases)
+            missing = self.missing_phrases(relations)
             if missing:
                 raise ConfigError(
                     f"template={self.name} uses {{phrase}} but phrases.{missing[0]} is not set "
@@ -228,6 +239,45 @@ def default_soft_token(example: Mapping[str, object], i: int) -> str:
     return f"<soft_{i}>"
 
 
+def own_name(cfg) -> str:
+    """The name of a template config: its `name`, unless its text differs from the shipped template of that
+    name (`'template.source="..."'` on the command line), which then gets the name with a hash of its text,
+    `masked_prompting~3f9a1c2e`, so run.json and reports never put different templates under one name."""
+    from omegaconf import OmegaConf
+
+    from mto.cache import fingerprint
+    from mto.config import conf_dir
+
+    path = conf_dir() / "template" / f"{cfg.name}.yaml"
+    if not path.is_file():  # a template of the user's own, named by them
+        return str(cfg.name)
+    shipped = OmegaConf.load(path)
+    text = {key: str(getattr(cfg, key)) for key in ("source", "target", "objective")}
+    if text == {key: str(shipped[key]) for key in text}:
+        return str(cfg.name)
+    return f"{cfg.name}~{fingerprint(text)[:8]}"
+
+
+def shipped_templates() -> list[str]:
+    """The names of the templates in conf/template/ (`auto` is a choice, not a template)."""
+    from mto.config import conf_dir
+
+    return sorted(p.stem for p in (conf_dir() / "template").glob("*.yaml") if p.stem != "auto")
+
+
+def fitting_templates(
+    available: Iterable[str], relations: Iterable[str], phrases: Mapping[str, str]
+) -> list[str]:
+    """The shipped templates a task with these record fields (and relations) can render, soft-prompt ones
+    (which need tuning=soft) left out: what an error about a template that does not fit suggests."""
+    templates = [load_template(name, phrases) for name in shipped_templates()]
+    return [
+        t.name
+        for t in templates
+        if not t.n_soft and not t.missing_fields(available) and not t.missing_phrases(relations)
+    ]
+
+
 def load_template(name: str, phrases: Mapping[str, str]) -> Template:
     """A template shipped in `conf/template/<name>.yaml`."""
     from omegaconf import OmegaConf
@@ -236,8 +286,7 @@ def load_template(name: str, phrases: Mapping[str, str]) -> Template:
 
     path = conf_dir() / "template" / f"{name}.yaml"
     if not path.is_file():
-        valid = sorted(p.stem for p in path.parent.glob("*.yaml") if p.stem != "auto")
-        raise ConfigError(f"unknown template {name!r} (valid: {', '.join(valid)})")
+        raise ConfigError(f"unknown template {name!r} (valid: {', '.join(shipped_templates())})")
     return Template.from_config(OmegaConf.load(path), phrases)
 
 

@@ -3,6 +3,7 @@ adapted model with template=auto, and the whole `mto run` pipeline."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -118,3 +119,116 @@ def test_run_pipeline_links_its_stages(tmp_path):
     assert train["lineage"]["adapt_run"] == str((pipeline / "2_adapt").resolve())
     assert evaluation["lineage"]["train_run"] == str((pipeline / "3_train").resolve())
     assert info["figures"]["exact_match"] == evaluation["figures"]["exact_match"]
+
+
+# ------------------------------------------------------------------ every objective on every task kind
+
+ROOT = Path(__file__).resolve().parents[1]
+KINDS = {
+    "knowledge": ["data.n_heads=60"],
+    "qa": ["data=csqa", f"data.path={ROOT / 'tests' / 'fixtures' / 'qa' / 'csqa'}"],
+    "text2text": ["data=text2text", f"data.path={ROOT / 'tests' / 'fixtures' / 'text2text' / 'csv'}"],
+}
+# The (statement, filling) templates each kind's records are rendered with.
+PAIRS = {
+    "knowledge": ("prompting", "masked_prompting"),
+    "qa": ("answer", "masked_answer"),
+    "text2text": ("text2text", "masked_text2text"),
+}
+OBJECTIVES = ("mapping", "filling", "span_corruption", "prefix_lm", "mixed")
+
+
+@pytest.fixture(scope="module")
+def kinds():
+    """Per task kind: (config, task, tokenizer)."""
+    from conftest import compose_train
+
+    from mto.models import load_or_train_tokenizer
+    from mto.stages import steps
+
+    out = {}
+    for kind, overrides in KINDS.items():
+        cfg = compose_train(*overrides)
+        task = steps.get_task(cfg)
+        out[kind] = cfg, task, load_or_train_tokenizer(steps.tokenizer_corpus(cfg, task), 1000)
+    return out
+
+
+@pytest.mark.parametrize("objective", OBJECTIVES)
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_adaptation_renders_each_task_kind_for_each_objective(kinds, kind, objective):
+    """`mto adapt` on a knowledge, QA or text-to-text task: the records are rendered with the task's own
+    templates (a text-to-text example: source -> target, "source <extra_id_0>" -> "<extra_id_0> target",
+    or the running text "source target"), by every objective."""
+    import dataclasses
+    import random
+
+    from mto.models import sentinel
+    from mto.objectives import encode_plain, get_objective
+    from mto.objectives.filling import merge_back, sentinel_ids
+    from mto.objectives.mapping import pair_features
+    from mto.stages.adapt import adaptation_material
+    from mto.templates import load_template
+
+    cfg, task, tokenizer = kinds[kind]
+    cfg = dataclasses.replace(cfg, objective=dataclasses.replace(
+        cfg.objective, name=objective, rates={"filling": 1, "mapping": 1} if objective == "mixed" else None
+    ))  # fmt: skip
+    material = adaptation_material(cfg, task)
+    assert material.pair == PAIRS[kind]
+    records = material.records
+    mapping, filling = (load_template(name, cfg.phrases) for name in PAIRS[kind])
+    statements = [mapping.render(r, lambda i: "") for r in records]
+    filled = [filling.render(r, lambda i: sentinel(tokenizer, i)) for r in records]
+    features = get_objective(cfg.objective).features(material, tokenizer, random.Random(0))
+    if objective == "mapping":
+        assert features == pair_features(tokenizer, statements)
+    elif objective == "filling":
+        assert features == pair_features(tokenizer, filled)
+    elif objective == "mixed":  # each record to mapping or to filling
+        every = pair_features(tokenizer, statements) + pair_features(tokenizer, filled)
+        assert len(features) == len(records) and all(f in every for f in features)
+    else:  # the running text "<statement> <answer>" of every record, corrupted or cut
+        stream = [t for ids in encode_plain(tokenizer, [f"{s} {t}" for s, t in statements]) for t in ids]
+        if objective == "span_corruption":
+            sentinels, eos = set(sentinel_ids(tokenizer, 100)), tokenizer.eos_token_id
+            merged = [t for f in features for t in merge_back(f["input_ids"], f["labels"], sentinels, eos)]
+        else:
+            merged = [t for f in features for t in f["input_ids"][:-1] + f["labels"][:-1]]
+        assert merged == stream
+    if kind == "text2text" and objective == "mapping":  # the first record, spelled out
+        assert statements[0] == ("summarize: apples, pears and plums", "fruit")
+
+
+TEXT2TEXT = ["data=text2text", f"data.path={ROOT / 'tests' / 'fixtures' / 'text2text' / 'csv'}", "threads=1"]
+
+
+def test_text2text_through_match_adapt_and_train(tmp_path):
+    """A text-to-text task through the real CLI: match compares the text2text pair by default, adapt runs,
+    a template that does not fit is refused in one line naming those that do, before any model is built,
+    and a template whose text is set on the command line is recorded under a name of its own."""
+    mto("match", *TEXT2TEXT, "match.n=4", cwd=tmp_path)
+    (match_run,) = run_dirs(tmp_path / "outputs" / "match")
+    result = read_json(match_run / "match.json")
+    assert (result["mapping_template"], result["filling_template"]) == ("text2text", "masked_text2text")
+    assert set(result["groups"]) == {"text2text"}
+
+    mto("adapt", *TEXT2TEXT, "objective=span_corruption", "train.steps=2", "train.batch_size=2", cwd=tmp_path)
+    (adapt_run,) = run_dirs(tmp_path / "outputs" / "adapt")
+    assert read_json(adapt_run / "run.json")["figures"]["adapt_records"] == 3
+
+    for stage, choice in (("train", []), ("match", ["match.mapping_template=prompting"])):
+        proc = mto(stage, *TEXT2TEXT, *choice, cwd=tmp_path, check=False)
+        assert proc.returncode == 2
+        (line,) = proc.stderr.strip().splitlines()
+        assert line.endswith("templates that fit it: masked_text2text, text2text"), line
+        assert "M parameters" not in proc.stdout + proc.stderr  # refused before the model was built
+
+    source = 'template.source="task {group} | {source} {mask}"'  # Hydra's quoting; the shell's around it
+    mto("train", *TEXT2TEXT, "template=masked_text2text", source, "train.steps=2", "eval.max_new_tokens=4",
+        cwd=tmp_path)  # fmt: skip
+    (train_run,) = [r for r in run_dirs(tmp_path / "outputs" / "train") if (r / "model").is_dir()]
+    name = read_json(train_run / "run.json")["template"]
+    assert name.startswith("masked_text2text~") and len(name) == len("masked_text2text~") + 8
+    first = json.loads((train_run / "predictions.jsonl").read_text().splitlines()[0])
+    assert first["input"].startswith("task text2text | ")

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
+import random
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from conftest import data_config
+from conftest import compose_train, data_config
 
 from mto.config import DataConfig
 from mto.errors import ConfigError, DataError
@@ -174,14 +176,73 @@ def test_composed_config(tmp_path):
     assert task.source == str(folder.resolve())
 
 
-def test_texts_are_distinct_heads_and_tails_of_all_splits(tmp_path):
+def test_texts_are_distinct_heads_and_tails_of_the_training_split(tmp_path):
     folder = write_task(
         tmp_path / "t",
         "h1\txIntent\ta\nh1\txNeed\tb\nh2\txIntent\ta\n",
         dev="d\txNeed\tb\n",
         test="e\tx\tz\n",
     )
-    assert load_task(cfg(path=str(folder))).texts() == ["h1", "a", "b", "h2", "d", "e", "z"]
+    assert load_task(cfg(path=str(folder))).texts() == ["h1", "a", "b", "h2"]
+
+
+def made_up_capitals(tmp_path: Path) -> Path:
+    """A text2text task of made-up country -> capital pairs; dev and test name countries and capitals
+    that the training file never mentions."""
+    rng = random.Random(0)
+    syllables = ["zor", "bla", "qui", "vex", "tan", "mur", "dell", "kra", "fen", "olo", "ska", "rith"]
+    names: list[str] = []
+    while len(names) < 400:
+        name = "".join(rng.sample(syllables, 3)).capitalize()
+        if name not in names:
+            names.append(name)
+    folder = tmp_path / "capitals"
+    folder.mkdir()
+    for split, (start, n) in {"train": (0, 150), "dev": (300, 25), "test": (350, 25)}.items():
+        pairs = [(names[start + 2 * i], names[start + 2 * i + 1]) for i in range(n)]
+        rows = [{"source": f"What is the capital of {country}?", "target": city} for country, city in pairs]
+        (folder / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return folder
+
+
+def test_the_tiny_tokenizer_never_learns_held_out_names(tmp_path):
+    """The offline tokenizer learns from training text and template wording only: a name that only dev or
+    test mention is never a single piece (it would be an answer the model can copy), and every piece of the
+    vocabulary occurs in that training text."""
+    from mto.models import load_or_train_tokenizer
+    from mto.stages.steps import tokenizer_corpus
+
+    folder = made_up_capitals(tmp_path)
+    config = compose_train("data=text2text", f"data.path={folder}", "template=text2text")
+    task = load_task(config.data)
+    corpus = tokenizer_corpus(config, task)
+    tokenizer = load_or_train_tokenizer(corpus, config.model.tokenizer_vocab_size)
+    def names(split: list[dict]) -> set[str]:
+        return {ex["source"].split()[-1].rstrip("?") for ex in split} | {ex["target"] for ex in split}
+
+    held_out = names(task.dev + task.test) - names(task.train)
+    assert len(held_out) == 100
+    training_text = " ".join(corpus)
+    assert sorted(name for name in held_out if name in training_text) == []
+    assert sorted(name for name in held_out if len(tokenizer.tokenize(name)) == 1) == []
+    special = set(tokenizer.all_special_tokens)
+    pieces = [p.replace("\u2581", " ").strip() for p in tokenizer.get_vocab() if p not in special]
+    assert [p for p in pieces if p and p not in training_text] == []
+
+
+def test_only_the_splits_asked_for_are_read(tmp_path):
+    """A folder holding test.tsv alone is enough to score test; the unread splits say why they are empty."""
+    folder = tmp_path / "t"
+    folder.mkdir()
+    (folder / "test.tsv").write_text("h1\txIntent\ta\nh1\txNeed\tb\n")
+    task = load_task(cfg(path=str(folder), relations=["xNeed"]), ["test"])
+    assert [r["tail"] for r in task.test] == ["b"] and task.train == task.dev == []
+    with pytest.raises(DataError, match=r"^the dev split was not read \(this stage reads test\)$"):
+        task.split("dev")
+    with pytest.raises(DataError, match="train.tsv not found"):
+        load_task(cfg(path=str(folder)))
+    with pytest.raises(ConfigError, match="^data.files: not used by data.kind=atomic"):
+        load_task(cfg(path=str(folder), files={"test": "dev"}), ["test"])
 
 
 def test_fingerprint(tmp_path):

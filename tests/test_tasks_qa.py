@@ -198,7 +198,7 @@ def test_qa_records_score_with_score_choices():
     assert summary["accuracy"] == 0.5
 
 
-def test_texts_cover_questions_choices_and_labels():
+def test_texts_cover_questions_choices_and_labels_of_the_training_split():
     task = load_task(shipped("piqa", path=str(QA / "piqa")))
     texts = task.texts()
     assert texts[:5] == [
@@ -208,7 +208,8 @@ def test_texts_cover_questions_choices_and_labels():
         "A",
         "B",
     ]
-    assert "To dry wet shoes," in texts
+    assert "How do I keep bread fresh?" in texts
+    assert "To dry wet shoes," not in texts  # a dev question: the tokenizer never learns held-out text
 
 
 def test_answer_given_as_text(tmp_path):
@@ -314,7 +315,8 @@ def test_record_missing_a_mapped_field(tmp_path):
     dev = GOOD + jsonl({"q": "Q?", "choices": ["x", "y"], "a": "B"})
     folder = write(tmp_path / "t", train_jsonl=GOOD, dev_jsonl=dev, test_jsonl=GOOD)
     assert load_error(folder) == (
-        f"{folder / 'dev.jsonl'}:2: missing field 'c' (choices); the record has: q, choices, a"
+        f"{folder / 'dev.jsonl'}:2: missing field 'c' (choices); the record has: q, choices, a; "
+        "name its choices field with data.fields.choices=<field>"
     )
     nested = {"question": "q", "choices": "c.text", "answer": "a"}
     assert load_error(folder, nested).startswith(
@@ -512,7 +514,8 @@ def test_text2text_errors(tmp_path):
         load_task(text2text(folder))
     assert (
         str(err.value)
-        == f"{folder / 'test.csv'}:2: missing field 'source' (source); the record has: input, target"
+        == f"{folder / 'test.csv'}:2: missing field 'source' (source); the record has: input, target; "
+        "name its source field with data.fields.source=<field>"
     )
     write(folder, test_csv="source,target\na,\n")
     with pytest.raises(DataError, match=r"test\.csv:2: field 'target' \(target\) is empty$"):
@@ -527,6 +530,20 @@ def test_text2text_errors(tmp_path):
         DataError, match=r"^data\.files\.test is null: no test split; evaluate on dev instead"
     ):
         task.split("test")
+
+
+def test_only_the_splits_asked_for_are_read(tmp_path):
+    """`mto eval` scores test from a folder holding test.jsonl alone; the unread splits say so."""
+    folder = write(tmp_path / "t", test_jsonl=jsonl({"source": "a", "target": "b"}))
+    task = load_task(text2text(folder), ["test"])
+    assert [r["source"] for r in task.test] == ["a"] and task.train == task.dev == []
+    with pytest.raises(DataError, match=r"^the train split was not read \(this stage reads test\)$"):
+        task.split("train")
+    qa_folder = write(tmp_path / "qa", dev_jsonl=GOOD)
+    fields = {"question": "q", "choices": "c", "answer": "a"}
+    assert len(load_task(qa(qa_folder, fields), ["dev"]).dev) == 1
+    with pytest.raises(DataError, match="train.jsonl"):
+        load_task(qa(qa_folder, fields))
 
 
 def test_file_names_without_extension_find_jsonl_or_csv(tmp_path):

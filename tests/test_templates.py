@@ -132,3 +132,31 @@ class _Tok:
 )
 def test_decode_answer_reads_the_first_span(ids, answer):
     assert decode_answer(ids, _Tok()) == answer
+
+
+def test_a_template_whose_text_was_overridden_gets_a_name_of_its_own(tmp_path):
+    """`'template.source="..."'` on the command line keeps `template.name`; the Template (what run.json
+    records and reports group by) gets the name plus a hash of its text, so different templates are never
+    merged under the shipped name."""
+    import json
+
+    from mto.config import TemplateConfig
+    from mto.stages.report import gather, summarise
+
+    assert shipped("masked_prompting").name == "masked_prompting"
+    config = TemplateConfig(name="masked_prompting", objective="filling", source="{head} {phrase} so {mask}",
+                            target="{mask} {tail}")  # fmt: skip
+    own = Template.from_config(config, PHRASES)
+    other = Template.from_config(TemplateConfig(**{**vars(config), "source": "{head} {mask}"}), PHRASES)
+    assert own.name.startswith("masked_prompting~") and other.name.startswith("masked_prompting~")
+    assert own.name != other.name and Template.from_config(config, PHRASES).name == own.name
+    assert Template.from_config(TemplateConfig(**{**vars(config), "name": "mine"}), PHRASES).name == "mine"
+    for i, name in enumerate(["masked_prompting", own.name, own.name]):
+        run = tmp_path / str(i)
+        (run / ".hydra").mkdir(parents=True)
+        config_file = run / ".hydra" / "config.yaml"
+        OmegaConf.save({"stage": "train", "template": {"name": "masked_prompting"}}, config_file)
+        (run / "run.json").write_text(json.dumps({"status": "completed", "template": name}))
+        (run / "metrics.json").write_text(json.dumps({"rougeL": float(i)}))
+    rows = summarise(gather([str(tmp_path)])[0], ["template.name"], "rougeL")
+    assert [(r["template.name"], r["runs"]) for r in rows] == [("masked_prompting", 1), (own.name, 2)]

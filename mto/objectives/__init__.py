@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from mto.config import is_set
 from mto.errors import ConfigError
 from mto.registry import Registry
-from mto.templates import Template
+from mto.templates import Template, load_template
 
 if TYPE_CHECKING:
     from mto.config import ObjectiveConfig
@@ -37,11 +37,16 @@ OBJECTIVES = Registry("objective", "mto.objectives")
 
 @dataclass
 class Material:
-    """What an objective adapts on: knowledge records with their relation phrases, and raw texts."""
+    """What an objective adapts on: task records (knowledge triples with their relation phrases, QA or
+    text-to-text examples) and raw texts."""
 
     records: list[dict] = field(default_factory=list)
     texts: list[str] = field(default_factory=list)
     phrases: dict[str, str] = field(default_factory=dict)
+    # The (mapping, filling) templates of conf/template/ that records are rendered with: a record's statement
+    # is the mapping template's source and target (split before the answer), its tail filling the filling
+    # template. Knowledge triples by default; `mto adapt` sets the task's pair (mto.matching.template_pair).
+    pair: tuple[str, str] = ("prompting", "masked_prompting")
 
 
 class Objective(Protocol):
@@ -73,6 +78,22 @@ def full_sentence(record: Mapping[str, Any], phrases: Mapping[str, str]) -> str:
     """The whole statement of a triple: "{head} {phrase} {tail}"."""
     prefix, tail = triple_sentence(record, phrases)
     return f"{prefix} {tail}".strip()
+
+
+def statements(material: Material) -> list[tuple[str, str]]:
+    """Each record's statement split before its answer, by the mapping template of `material.pair`:
+    ("PersonX buys a ticket because PersonX intended", "to see a movie") for a triple (`prompting`),
+    (source, target) for a text-to-text example, ("question (A) .. (B) ..", "answer") for QA."""
+    template = load_template(material.pair[0], material.phrases)
+    if template.uses_mask:
+        raise ConfigError(f"template {template.name}: a statement template (mapping) has no {{mask}}")
+    return [template.render(record, _no_sentinel) for record in material.records]
+
+
+def sentences(material: Material) -> list[str]:
+    """Each record's whole statement (statement and answer), the running text span corruption and prefix
+    LM see."""
+    return [f"{prefix} {answer}".strip() for prefix, answer in statements(material)]
 
 
 # --- helpers shared by the objectives --------------------------------------------------------------

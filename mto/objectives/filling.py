@@ -1,7 +1,8 @@
 """Filling: a sentinel marks each gap in the input and the target restores it. Two forms:
 
 - tail filling (records): "{head} {phrase} <extra_id_0>" -> "<extra_id_0> {tail}", the form of the
-  masked-prompting template, so the adapted model sees the fine-tuning format.
+  masked-prompting template (a task's own filling template for other records: `Material.pair`), so the
+  adapted model sees the fine-tuning format.
 - span corruption (texts), exactly as T5/seqio define it (`t5.data.preprocessors.span_corruption` with
   `random_spans_noise_mask`, `noise_span_to_unique_sentinel`, `random_spans_helper`):
     * noise = round(L x noise_density) clipped to [1, L-1]; spans = max(1, round(noise / mean_span));
@@ -36,15 +37,12 @@ import numpy as np
 
 from mto.errors import ConfigError
 from mto.models import sentinel
-from mto.objectives import OBJECTIVES, Material, encode_plain, full_sentence
+from mto.objectives import OBJECTIVES, Material, encode_plain, sentences
 from mto.objectives.mapping import pair_features
 from mto.templates import load_template
 
 if TYPE_CHECKING:
     from mto.config import ObjectiveConfig
-
-# Tail filling renders records with the masked-prompting template, the format fine-tuning then uses.
-TAIL_TEMPLATE = "masked_prompting"
 
 
 @dataclass(frozen=True)
@@ -96,9 +94,9 @@ class FillingObjective:
         features: list[dict] = []
         if self.form == "span":
             # Span corruption over records corrupts their full statements.
-            texts = [full_sentence(r, material.phrases) for r in records] + texts
+            texts = sentences(material) + texts
         elif records:
-            features += tail_filling_features(records, material.phrases, tokenizer)
+            features += tail_filling_features(material, tokenizer)
         if texts:
             features += self.span_corruption(texts, tokenizer, rng)
         return features
@@ -151,10 +149,13 @@ class FillingObjective:
             )
 
 
-def tail_filling_features(records: list[dict], phrases: dict[str, str], tokenizer: Any) -> list[dict]:
-    """Each record as "{head} {phrase} <extra_id_0>" -> "<extra_id_0> {tail}"."""
-    template = load_template(TAIL_TEMPLATE, phrases)
-    pairs = [template.render(r, lambda i: sentinel(tokenizer, i)) for r in records]
+def tail_filling_features(material: Material, tokenizer: Any) -> list[dict]:
+    """Each record as "{head} {phrase} <extra_id_0>" -> "<extra_id_0> {tail}": the filling template of
+    `material.pair` (masked_prompting for triples, masked_text2text or masked_answer for other tasks)."""
+    template = load_template(material.pair[1], material.phrases)
+    if not template.uses_mask:
+        raise ConfigError(f"template {template.name}: tail filling needs a sentinel ({{mask}}) to fill")
+    pairs = [template.render(r, lambda i: sentinel(tokenizer, i)) for r in material.records]
     return pair_features(tokenizer, pairs)
 
 

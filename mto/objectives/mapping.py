@@ -1,8 +1,9 @@
 """Mapping: input -> output with no sentinel, the LM-style objective family.
 
 A record becomes its statement prefix -> its tail ("PersonX buys a ticket because PersonX intended" ->
-"to see a movie"); raw texts have no input/output split of their own, so they go to prefix_lm, the
-LM-style form of mapping on running text.
+"to see a movie"; a text-to-text example its source -> its target: the mapping template of its task);
+raw texts have no input/output split of their own, so they go to prefix_lm, the LM-style form of mapping
+on running text.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import random
 from typing import TYPE_CHECKING, Any
 
-from mto.objectives import OBJECTIVES, Material, encode_with_specials, triple_sentence
+from mto.objectives import OBJECTIVES, Material, encode_with_specials, statements
 from mto.objectives.prefix_lm import PrefixLMObjective
 
 if TYPE_CHECKING:
@@ -19,7 +20,7 @@ if TYPE_CHECKING:
 
 @OBJECTIVES.register("mapping")
 class MappingObjective:
-    """Records: "{head} {phrase}" -> "{tail}"; texts: prefix LM."""
+    """Records: "{head} {phrase}" -> "{tail}" (the task's mapping template); texts: prefix LM."""
 
     name = "mapping"
 
@@ -31,8 +32,7 @@ class MappingObjective:
         PrefixLMObjective.validate(cfg)  # its raw texts go to prefix_lm
 
     def features(self, material: Material, tokenizer: Any, rng: random.Random) -> list[dict]:
-        pairs = [triple_sentence(r, material.phrases) for r in material.records]
-        features = pair_features(tokenizer, pairs)
+        features = pair_features(tokenizer, statements(material))
         if material.texts:
             features += self.prefix_lm.features(Material(texts=list(material.texts)), tokenizer, rng)
         return features

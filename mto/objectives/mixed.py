@@ -73,7 +73,7 @@ class MixedObjective:
         parts: dict[str, Material] = {}
 
         def part(name: str) -> Material:
-            return parts.setdefault(name, Material(phrases=dict(material.phrases)))
+            return parts.setdefault(name, dataclasses.replace(material, records=[], texts=[]))
 
         for record in material.records:
             group = record.get("group", record.get("relation"))

@@ -2,9 +2,10 @@
 
 A text of L tokens is cut at a point drawn uniformly from [1, L-1]: the prefix is the input, the rest the
 target, each framed by the tokenizer's special tokens (T5: + EOS). A record counts as the text of its
-full statement "{head} {phrase} {tail}". Texts longer than `objective.input_length` are first split into
-nearly equal chunks that fit (T5 cuts fixed-size segments and keeps a short last one; equal chunks leave no
-one-token remainder that could not be cut); chunks of fewer than 2 tokens cannot be cut and are skipped.
+full statement "{head} {phrase} {tail}" (a text-to-text example: "{source} {target}"). Texts longer than
+`objective.input_length` are first split into nearly equal chunks that fit (T5 cuts fixed-size segments
+and keeps a short last one; equal chunks leave no one-token remainder that could not be cut); chunks of
+fewer than 2 tokens cannot be cut and are skipped.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import random
 from typing import TYPE_CHECKING, Any
 
 from mto.errors import ConfigError
-from mto.objectives import OBJECTIVES, Material, encode_plain, full_sentence, special_frame
+from mto.objectives import OBJECTIVES, Material, encode_plain, sentences, special_frame
 
 if TYPE_CHECKING:
     from mto.config import ObjectiveConfig
@@ -35,7 +36,7 @@ class PrefixLMObjective:
         input is the tokenizer's, known only in `features`."""
 
     def features(self, material: Material, tokenizer: Any, rng: random.Random) -> list[dict]:
-        texts = [full_sentence(r, material.phrases) for r in material.records] + list(material.texts)
+        texts = sentences(material) + list(material.texts)
         before, after = special_frame(tokenizer)
         # The longest chunk whose longest prefix (L-1 tokens) still fits the input with its specials.
         max_chunk = self.input_length - len(before) - len(after) + 1

@@ -22,7 +22,7 @@ from omegaconf import DictConfig
 
 from mto.config import MtoConfig, plain, typed
 from mto.errors import DataError
-from mto.matching import auto_objective
+from mto.matching import auto_objective, pair_templates
 from mto.objectives import Material, get_objective
 from mto.protocol import stamp
 from mto.runs import Run
@@ -48,7 +48,10 @@ def read_text_files(files: list[str]) -> list[str]:
 
 
 def adaptation_material(cfg: MtoConfig, task: TaskData) -> Material:
-    """What the objective learns from: the task's records (training pool) and/or raw documents."""
+    """What the objective learns from: the task's records (training pool) and/or raw documents. Records
+    are rendered with the (mapping, filling) template pair of the task's shape (`mto.matching.template_pair`:
+    triples, QA or text-to-text examples), checked here, before any model is built."""
+    mapping, filling = pair_templates(cfg, task)
     records: list[dict] = []
     source = cfg.adapt.source
     if source in ("task", "both"):
@@ -56,10 +59,10 @@ def adaptation_material(cfg: MtoConfig, task: TaskData) -> Material:
         if cfg.adapt.include_test_heads:
             # Knowledge probing: the text states the test heads' facts, which fine-tuning never sees.
             # Dev heads stay out, as the control group whose facts the model cannot have read.
-            pool += [{**ex, "tail": tail} for ex in task.test for tail in ex.get("tails", [ex["tail"]])]
+            pool += [answered(ex, tail) for ex in task.test for tail in ex.get("tails", [ex["tail"]])]
         if cfg.adapt.relations:
             keep = set(cfg.adapt.relations)
-            pool = [ex for ex in pool if ex.get("relation") in keep]
+            pool = [ex for ex in pool if ex.get("relation", ex.get("group")) in keep]
         records = pool
     texts = read_text_files(list(cfg.adapt.files)) if source in ("files", "both") else []
     if cfg.adapt.n_examples:
@@ -68,7 +71,13 @@ def adaptation_material(cfg: MtoConfig, task: TaskData) -> Material:
         texts = rng.sample(texts, min(cfg.adapt.n_examples, len(texts)))
     if not records and not texts:
         raise DataError("adapt: no adaptation material (check adapt.source, adapt.files, adapt.relations)")
-    return Material(records=records, texts=texts, phrases=dict(cfg.phrases))
+    pair = (mapping.name, filling.name)
+    return Material(records=records, texts=texts, phrases=dict(cfg.phrases), pair=pair)
+
+
+def answered(example: dict, tail: str) -> dict:
+    """`example` with `tail` as its answer (a text-to-text example's target too)."""
+    return {**example, "tail": tail, **({"target": tail} if "target" in example else {})}
 
 
 def epoch_features(objective, material: Material, tokenizer, seed: int) -> Callable[[int], list[dict]]:

@@ -130,6 +130,14 @@ def check_something_trained(cfg: MtoConfig) -> None:
         )
 
 
+def splits_to_read(cfg: MtoConfig) -> list[str]:
+    """The splits evaluation scores, and train only where a tokenizer is built from scratch here (a run's
+    model folder holds its tokenizer): evaluating test.tsv needs no train.tsv or dev.tsv."""
+    scored = [cfg.eval.split, *cfg.eval.extra_splits]
+    builds = cfg.model.build is not None and not cfg.tuning.adapter
+    return scored + ["train"] if builds else scored
+
+
 @steps.stage_main
 def main(cfg: DictConfig) -> dict:
     out_dir = steps.job_dir()
@@ -145,9 +153,10 @@ def main(cfg: DictConfig) -> dict:
         cfg = typed(cfg)
         check_something_trained(cfg)
         precision = steps.setup(cfg)
-        task = steps.get_task(cfg)
+        task = steps.get_task(cfg, splits_to_read(cfg))
         run.record(data_fingerprint=task.fingerprint, protocol=stamp(cfg))  # mto/protocol.py
+        template = steps.get_template(cfg, task)  # refused before the model loads
+        run.record(template=template.name)  # its own name when its text was overridden
         tokenizer, model = steps.get_model(cfg, task)
-        template = steps.get_template(cfg, task)
         metrics = evaluate_all(model, tokenizer, task, template, cfg, out_dir, precision, run)
     return metrics

@@ -38,7 +38,16 @@ from rich.table import Table
 
 from mto.config import effective_train, typed
 from mto.errors import ConfigError
-from mto.matching import FILLING, MAPPING, MATCH_FILE, decide, rule_decision, rule_of
+from mto.matching import (
+    FILLING,
+    MAPPING,
+    MATCH_FILE,
+    decide,
+    pair_templates,
+    rule_decision,
+    rule_of,
+    template_pair,
+)
 from mto.protocol import stamp
 from mto.runs import Run, atomic_write_json
 from mto.stages import steps
@@ -164,15 +173,6 @@ def rules(examples: list[dict]) -> dict:
     return {"decision": decision, "rule": rule, **({"filling_share": share} if rule == "temp_len" else {})}
 
 
-# The (mapping, filling) template pair MI compares, by the task's metric, unless set in `match.*`.
-DEFAULT_PAIRS = {"generation": ("prompting", "masked_prompting"), "choice": ("answer", "masked_answer")}
-
-
-def template_pair(cfg: DictConfig, task) -> tuple[str, str]:
-    default = DEFAULT_PAIRS[getattr(task, "metric", "generation")]
-    return cfg.match.mapping_template or default[0], cfg.match.filling_template or default[1]
-
-
 def templates_to_score(cfg: DictConfig, pair: tuple[str, str]) -> list[str]:
     names = list(cfg.match.templates or [])
     return names + [n for n in pair if n not in names]
@@ -190,7 +190,8 @@ def main(cfg: DictConfig) -> dict:
         task = steps.get_task(cfg)
         run.record(data_fingerprint=task.fingerprint, protocol=stamp(cfg))  # mto/protocol.py
         sample = sample_by_group(task.train, cfg.match.n, cfg.seed)
-        pair = template_pair(cfg, task)
+        pair = template_pair(cfg, task)  # the pair of the task's shape unless match.* names one
+        pair_templates(cfg, task)  # refused here when they do not fit the task
         names = templates_to_score(cfg, pair)
         templates = {name: load_template(name, cfg.phrases) for name in names}
         relations = {ex["relation"] for ex in task.train if "relation" in ex}

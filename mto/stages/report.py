@@ -76,6 +76,8 @@ class RunRecord:
         referenced run (`adapt_run.objective.name`)."""
         if key == "stage":
             return self.config.get("stage")
+        if key == "template.name" and self.info.get("template"):  # its own name if its text was overridden
+            return self.info["template"]
         if key.startswith(("lineage.", "figures.")):
             section, _, name = key.partition(".")
             return self.info.get(section, {}).get(name)

@@ -8,7 +8,7 @@ import os
 import shutil
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
@@ -23,7 +23,7 @@ from mto.errors import ConfigError, Interrupted, MtoError, exit_report
 from mto.matching import auto_template
 from mto.models import load_tokenizer_and_model, sentinel
 from mto.runs import RUN_FILE, atomic_write_json, config_hash, find_twin, outputs_root, read_json
-from mto.tasks import TaskData, load_task
+from mto.tasks import SPLITS, TaskData, load_task
 from mto.templates import GroupedTemplate, Template, fill
 from mto.training.checkpoint import Checkpoint
 from mto.training.runtime import device, resolve_precision, seed_everything, set_threads
@@ -65,7 +65,7 @@ def skip(cfg: DictConfig, twin: Path) -> dict:
     info = read_json(twin / RUN_FILE)
     atomic_write_json(job_dir() / RUN_FILE, {
         "stage": cfg.stage, "status": "skipped", "twin": str(twin), "config_hash": info["config_hash"],
-        "seed": cfg.seed, "figures": info.get("figures", {}),
+        "seed": cfg.seed, "figures": info.get("figures", {}), "template": info.get("template"),
     })  # fmt: skip
     return info.get("figures", {})
 
@@ -111,8 +111,9 @@ def setup(cfg: MtoConfig) -> str:
     return precision
 
 
-def get_task(cfg: MtoConfig) -> TaskData:
-    task = load_task(cfg.data)
+def get_task(cfg: MtoConfig, splits: Sequence[str] = SPLITS) -> TaskData:
+    """The task of `cfg.data`, the files of `splits` only (the others stay unread and unavailable)."""
+    task = load_task(cfg.data, splits)
     log.info(
         "task %s: %d train / %d dev / %d test examples (data %s)",
         task.name,
@@ -125,10 +126,11 @@ def get_task(cfg: MtoConfig) -> TaskData:
 
 
 def tokenizer_corpus(cfg: MtoConfig, task: TaskData) -> list[str]:
-    """Text a tokenizer built offline (`model.build`) learns from: the task's text plus the words any
-    template may add (relation names, phrases), so templates never render into `<unk>`. It does not
-    depend on the chosen template, so runs that differ only in template share one tokenizer."""
-    relations = sorted({ex["relation"] for ex in task.train + task.test if "relation" in ex})
+    """Text a tokenizer built offline (`model.build`) learns from: the task's training text plus the words
+    any template may add (relation names, phrases), so templates never render into `<unk>`. Dev and test
+    text never: a held-out name the tokenizer learnt as one piece is an answer the model can copy. It does
+    not depend on the chosen template, so runs that differ only in template share one tokenizer."""
+    relations = sorted({ex["relation"] for ex in task.train if "relation" in ex})
     words = [f"{r}: {p}" for r, p in cfg.phrases.items()] + [f"{r}:" for r in relations]
     for path in sorted((conf_dir() / "template").glob("*.yaml")):  # template wording, e.g. "Answer:"
         shipped = OmegaConf.load(path)
@@ -155,8 +157,8 @@ def get_template(cfg: MtoConfig, task: TaskData) -> Template | GroupedTemplate:
         template = auto_template(cfg)
     else:
         template = Template.from_config(cfg.template, cfg.phrases)
-    examples = task.train or task.test
-    relations = {ex["relation"] for split in (task.train, task.test) for ex in split if "relation" in ex}
+    examples = task.train or task.test or task.dev  # eval may read one split only
+    relations = {ex["relation"] for ex in task.train + task.dev + task.test if "relation" in ex}
     template.check(examples[0].keys(), task.name, relations)
     return template
 

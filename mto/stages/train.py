@@ -37,8 +37,9 @@ def main(cfg: DictConfig) -> dict:
         precision = steps.setup(cfg)
         task = steps.get_task(cfg)
         run.record(data_fingerprint=task.fingerprint, protocol=stamp(cfg))  # mto/protocol.py
+        template = steps.get_template(cfg, task)  # refused before the model is built or loaded
+        run.record(template=template.name)  # its own name when its text was overridden
         tokenizer, model = steps.get_model(cfg, task)
-        template = steps.get_template(cfg, task)
         # tuning != full: the base frozen, the method's parameters added (soft: the tokenizer's soft tokens)
         model, tokenizer, state = tuning.apply_tuning(model, tokenizer, cfg, template, task)
         if cfg.train.packing:

@@ -21,6 +21,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -31,10 +32,12 @@ from mto.registry import Registry
 if TYPE_CHECKING:
     from mto.config import DataConfig
 
-# data.kind -> loader: `loader(data_config) -> TaskData`. A new task format is its module here (registering
-# its loader with `@TASKS.register("kind")`) plus its YAML in conf/data/.
+# data.kind -> loader: `loader(data_config, splits) -> TaskData`, reading only the files of `splits` (the
+# others are `unavailable`). A new task format is its module here (registering its loader with
+# `@TASKS.register("kind")`) plus its YAML in conf/data/.
 TASKS = Registry("kind", "mto.tasks")
 METRICS = ("generation", "choice")
+SHAPES = ("knowledge", "qa", "text2text")
 
 
 @dataclass
@@ -48,6 +51,9 @@ class TaskData:
     fingerprint: str  # hash of the split files' bytes (or hub rows) and the selection options
     source: str  # the folder (or hub dataset) the data came from
     metric: str = "generation"  # how predictions are scored: generation | choice (see METRICS)
+    # The record format above: knowledge | qa | text2text (SHAPES); it picks the templates `mto match`
+    # compares and `mto adapt` renders records with by default (mto.matching.DEFAULT_PAIRS).
+    shape: str = "knowledge"
     # Record fields whose text a tokenizer built offline must cover (a field may hold a list of strings).
     text_fields: tuple[str, ...] = ("head", "tails")
     # Splits that cannot be evaluated (absent, or without answers such as CommonsenseQA's official
@@ -63,24 +69,33 @@ class TaskData:
         return getattr(self, name)
 
     def texts(self) -> list[str]:
-        """Every distinct string of the `text_fields` of all splits, in order of first appearance.
+        """Every distinct string of the `text_fields` of the training split, in order of first appearance.
 
-        Used to train the tiny model's tokenizer; duplicates are dropped so that a head with
-        many tails does not dominate the vocabulary.
+        Used to train the tiny model's tokenizer: never dev or test text, whose words (answers included)
+        would otherwise become single pieces the model can copy, inflating every held-out figure.
+        Duplicates are dropped so that a head with many tails does not dominate the vocabulary.
         """
         seen: dict[str, None] = {}
-        for split in (self.train, self.dev, self.test):
-            for record in split:
-                for name in self.text_fields:
-                    value = record[name]
-                    for text in [value] if isinstance(value, str) else value:
-                        seen.setdefault(text, None)
+        for record in self.train:
+            for name in self.text_fields:
+                value = record[name]
+                for text in [value] if isinstance(value, str) else value:
+                    seen.setdefault(text, None)
         return list(seen)
 
 
-def load_task(cfg: DataConfig) -> TaskData:
-    """Load the task that the `data` config describes (its `kind`'s registered loader)."""
-    return TASKS.get(cfg.kind, "data.kind")(cfg)
+def load_task(cfg: DataConfig, splits: Sequence[str] = SPLITS) -> TaskData:
+    """Load the task that the `data` config describes (its `kind`'s registered loader), reading the files
+    of `splits` only: `mto eval` needs no train.tsv to score test.tsv."""
+    unknown = [split for split in splits if split not in SPLITS]
+    if unknown:
+        raise ConfigError(f"split {unknown[0]!r}: expected one of {', '.join(SPLITS)}")
+    return TASKS.get(cfg.kind, "data.kind")(cfg, tuple(s for s in SPLITS if s in splits))
 
 
-__all__ = ["METRICS", "SPLITS", "TASKS", "TaskData", "load_task"]
+def not_read(split: str, splits: Sequence[str]) -> str:
+    """Why a split that this stage did not ask for is unavailable."""
+    return f"the {split} split was not read (this stage reads {', '.join(splits)})"
+
+
+__all__ = ["METRICS", "SHAPES", "SPLITS", "TASKS", "TaskData", "load_task", "not_read"]

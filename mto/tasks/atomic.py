@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from mto.cache import fingerprint as hash_object
 from mto.config import HEAD_ORDERS
 from mto.errors import ConfigError, DataError
-from mto.tasks import SPLITS, TASKS, TaskData
+from mto.tasks import SPLITS, TASKS, TaskData, not_read
 
 if TYPE_CHECKING:
     from mto.config import DataConfig
@@ -203,12 +203,12 @@ def _group(triples: Iterable[Triple]) -> dict[tuple[str, str], list[str]]:
     return {key: list(tails) for key, tails in groups.items()}
 
 
-def split_files(path: str | Path) -> dict[str, Path]:
-    """The three split files of a task folder; DataError naming `data.path` when one is missing."""
+def split_files(path: str | Path, splits: Sequence[str] = SPLITS) -> dict[str, Path]:
+    """The files of `splits` in a task folder; DataError naming `data.path` when one is missing."""
     folder = Path(path).expanduser()
     if not folder.is_dir():
         raise DataError(f"data.path: {folder} not found; {FORMAT_HINT}")
-    files = {split: folder / f"{split}.tsv" for split in SPLITS}
+    files = {split: folder / f"{split}.tsv" for split in splits}
     for file in files.values():
         if not file.is_file():
             raise DataError(f"data.path: {file} not found; {FORMAT_HINT}")
@@ -234,18 +234,25 @@ def n_train_option(n_train: Any) -> int | None:
 
 
 @TASKS.register("atomic")
-def atomic_task(cfg: DataConfig) -> TaskData:
+def atomic_task(cfg: DataConfig, splits: Sequence[str] = SPLITS) -> TaskData:
     """`data.kind=atomic`: the folder `data.path` in the ATOMIC-2020 release format."""
     if not cfg.path:
         raise ConfigError(
             "data.path: required when data.kind=atomic "
             "(a folder with train.tsv, dev.tsv, test.tsv in ATOMIC-2020 format)"
         )
-    return load_atomic(cfg.path, **selection(cfg), name=cfg.name or "atomic")
+    return load_atomic(cfg.path, **selection(cfg), name=cfg.name or "atomic", splits=splits)
 
 
 def selection(cfg: DataConfig) -> dict[str, Any]:
-    """The options of `load_atomic` that choose relations, heads, tails and `none` tails."""
+    """The options of `load_atomic` that choose relations, few-shot heads and `none` tails (refusing the
+    file options of the qa/text2text kinds, which this format has no use for)."""
+    for key in ("files", "fields"):
+        if getattr(cfg, key):
+            raise ConfigError(
+                f"data.{key}: not used by data.kind={cfg.kind}, which reads train.tsv, dev.tsv and "
+                f"test.tsv (head, relation, tail); data.{key} is for data.kind=qa or text2text"
+            )
     return dict(
         relations=cfg.relations, n_train=cfg.n_train, sample_seed=cfg.sample_seed, drop_none=cfg.drop_none,
         head_order=cfg.head_order, train_tails_per_head=cfg.train_tails_per_head,
@@ -264,8 +271,10 @@ def load_atomic(
     train_tails_per_head: int | None = None,
     test_tails_per_head: int | None = None,
     test_heads_per_relation: int | None = None,
+    splits: Sequence[str] = SPLITS,
 ) -> TaskData:
-    """Read a task folder in ATOMIC-2020 format and build the train/dev/test records.
+    """Read a task folder in ATOMIC-2020 format and build the train/dev/test records (of `splits` only:
+    the other splits' files are not read, and those splits are unavailable).
 
     Order of operations: read, keep `relations`, drop `none` tails (when `drop_none`), drop repeated
     triples; then train: `n_train` heads per relation by `head_order`, at most `train_tails_per_head`
@@ -277,17 +286,17 @@ def load_atomic(
     drop_none = bool(drop_none)
     if head_order not in HEAD_ORDERS:
         raise ConfigError(f"data.head_order={head_order!r}: expected one of {', '.join(HEAD_ORDERS)}")
-    files = split_files(path)
+    files = split_files(path, splits)
     blobs = {split: file.read_bytes() for split, file in files.items()}
-    raw = {split: parse_tsv(blobs[split], files[split]) for split in SPLITS}
-    for split in SPLITS:
+    raw = {split: parse_tsv(blobs[split], files[split]) for split in files}
+    for split in files:
         if not raw[split]:
             raise DataError(f"{files[split]}: no rows; expected lines of head<TAB>relation<TAB>tail")
     if relations is not None:
         _check_relations(relations, raw, path)
 
-    selected: dict[str, list[Triple]] = {}
-    for split in SPLITS:
+    selected: dict[str, list[Triple]] = {split: [] for split in SPLITS}
+    for split in files:
         triples = select(raw[split], relations, drop_none)
         if split == "train":
             triples = choose_heads(triples, n_train, head_order, sample_seed, raw[split])
@@ -325,6 +334,7 @@ def load_atomic(
         test=eval_records(selected["test"], "test"),
         fingerprint=hash_object({"files": digests, "options": options}),
         source=str(Path(path).expanduser().resolve()),
+        unavailable={split: not_read(split, list(files)) for split in SPLITS if split not in files},
     )
 
 

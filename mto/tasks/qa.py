@@ -27,11 +27,11 @@ unavailable: `TaskData.split()` then says to evaluate on the other split. The tr
 from __future__ import annotations
 
 import string
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from mto.errors import ConfigError, DataError
-from mto.tasks import TASKS, TaskData
+from mto.tasks import SPLITS, TASKS, TaskData
 from mto.tasks.atomic import n_train_option
 from mto.tasks.rows import (
     Missing,
@@ -198,9 +198,9 @@ def qa_record(row: Row, fields: Mapping[str, Any], kind: str, split: str, index:
 
 
 @TASKS.register("qa")
-def qa_task(cfg: DataConfig) -> TaskData:
+def qa_task(cfg: DataConfig, splits: Sequence[str] = SPLITS) -> TaskData:
     """`data.kind=qa`: files under `data.path`, or the hub dataset `data.hub` when `data.path` is null."""
-    return load_qa(answer_is=cfg.answer_is, **file_task_options(cfg, "qa"))
+    return load_qa(answer_is=cfg.answer_is, **file_task_options(cfg, "qa"), splits=splits)
 
 
 def load_qa(
@@ -215,12 +215,14 @@ def load_qa(
     subset: str | None = None,
     revision: str | None = None,
     hub_splits: Any = None,
+    splits: Sequence[str] = SPLITS,
 ) -> TaskData:
-    """A multiple-choice task from JSON Lines/CSV files under `path`, or from the hub when `path` is None."""
+    """A multiple-choice task from JSON Lines/CSV files under `path`, or from the hub when `path` is None
+    (the files of `splits` only)."""
     mapping = qa_fields(fields)
     kind = answer_kind(answer_is)
     n_train = n_train_option(n_train)
-    data = load_rows(path, files, hub, subset, revision, hub_splits)
+    data = load_rows(path, files, hub, subset, revision, hub_splits, splits)
     unavailable = dict(data.absent)
     records: dict[str, list[dict]] = {}
     for split, rows in data.rows.items():
@@ -240,12 +242,13 @@ def load_qa(
     }
     return TaskData(
         name=name,
-        train=sample(records["train"], n_train, sample_seed),
+        train=sample(records.get("train", []), n_train, sample_seed),
         dev=records.get("dev", []),
         test=records.get("test", []),
         fingerprint=task_fingerprint(data, options),
         source=data.source,
         metric="choice",
+        shape="qa",
         text_fields=("question", "choices", "labels"),
         unavailable=unavailable,
     )

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from mto.cache import fingerprint as hash_object
 from mto.errors import ConfigError, DataError
-from mto.tasks import SPLITS
+from mto.tasks import SPLITS, not_read
 
 if TYPE_CHECKING:
     from mto.config import DataConfig
@@ -126,13 +126,18 @@ def _walk(value: Any, steps: list[str], path: str) -> Any:
 
 
 def get(row: Row, path: str, what: str) -> Any:
-    """`lookup` for a row; DataError naming the row's location, the field path and what it is for."""
+    """`lookup` for a row; DataError naming the row's location, the field path, what it is for, the
+    record's fields and the setting that names another field."""
     where, record = row
     try:
         return lookup(record, path)
     except Missing:
         keys = ", ".join(map(str, record)) if isinstance(record, Mapping) else ""
-        raise DataError(f"{where}: missing field '{path}' ({what}); the record has: {keys}") from None
+        key = "choices" if what == "choice" else what  # one path of a list of choice fields
+        raise DataError(
+            f"{where}: missing field '{path}' ({what}); the record has: {keys}; "
+            f"name its {what} field with data.fields.{key}=<field>"
+        ) from None
 
 
 def text_value(row: Row, path: str, what: str) -> str:
@@ -213,8 +218,8 @@ def read_rows(file: Path) -> tuple[list[Row], bytes]:
     return parse_jsonl(data, file), data
 
 
-def split_files(path: str | Path, files: Any) -> dict[str, Path | None]:
-    """Split -> its file in the task folder (None: the split has none), checked to exist.
+def split_files(path: str | Path, files: Any, splits: Sequence[str] = SPLITS) -> dict[str, Path | None]:
+    """Split -> its file in the task folder (None: the split has none), checked to exist, for `splits`.
 
     `files` maps a split to a file name; a name without extension (and a split left out: its own
     name) is looked up as `<name>.jsonl`, then `<name>.csv`; null means the split has no file.
@@ -222,14 +227,14 @@ def split_files(path: str | Path, files: Any) -> dict[str, Path | None]:
     folder = Path(path).expanduser()
     if not folder.is_dir():
         raise DataError(f"data.path: {folder} not found; expected a folder of train/dev/test .jsonl or .csv")
+    if not isinstance(files or {}, Mapping):
+        raise ConfigError(f"data.files: expected a mapping such as {{train: train.jsonl}}, got {files!r}")
     names = dict(files or {})
-    if not isinstance(names, Mapping):
-        raise ConfigError(f"data.files: expected a mapping such as {{train: train.jsonl}}, got {names!r}")
     for key in names:
         if key not in SPLITS:
             raise ConfigError(f"data.files.{key}: unknown split; valid: {', '.join(SPLITS)}")
     out: dict[str, Path | None] = {}
-    for split in SPLITS:
+    for split in splits:
         name = names.get(split, split)
         if name is None:
             if split == "train":
@@ -288,14 +293,16 @@ def load_rows(
     subset: str | None = None,
     revision: str | None = None,
     hub_splits: Any = None,
+    splits: Sequence[str] = SPLITS,
 ) -> SplitRows:
-    """Rows of every split, from the files under `path`, or else from the hub. Empty splits are refused."""
+    """Rows of `splits` (the others are absent, unread), from the files under `path`, or else from the hub.
+    Empty splits are refused."""
     rows: dict[str, list[Row]] = {}
     where: dict[str, str] = {}
-    absent: dict[str, str] = {}
+    absent: dict[str, str] = {split: not_read(split, splits) for split in SPLITS if split not in splits}
     digests: dict[str, str] = {}
     if path:
-        for split, file in split_files(path, files).items():
+        for split, file in split_files(path, files, splits).items():
             if file is None:
                 absent[split] = f"data.files.{split} is null: no {split} split; {eval_hint(split)}"
                 continue
@@ -304,11 +311,15 @@ def load_rows(
             digests[split] = hashlib.sha256(data).hexdigest()
         source = str(Path(path).expanduser().resolve())
     elif hub:
+        if not isinstance(hub_splits or {}, Mapping):
+            raise ConfigError(
+                f"data.hub_splits: expected a mapping such as {{dev: validation}}, got {hub_splits!r}"
+            )
         names = {**DEFAULT_HUB_SPLITS, **(hub_splits or {})}
         for key in names:
             if key not in SPLITS:
                 raise ConfigError(f"data.hub_splits.{key}: unknown split; valid: {', '.join(SPLITS)}")
-        for split in SPLITS:
+        for split in splits:
             if names.get(split) is None:
                 if split == "train":
                     raise ConfigError("data.hub_splits.train: required (the hub's name of the train split)")

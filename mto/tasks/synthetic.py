@@ -17,13 +17,13 @@ fact of all three splits, standing in for a pre-training corpus that "knows" the
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mto.cache import cached_dir, fingerprint
 from mto.errors import ConfigError
-from mto.tasks import TASKS, TaskData
+from mto.tasks import SPLITS, TASKS, TaskData
 from mto.tasks.atomic import load_atomic, selection
 
 if TYPE_CHECKING:
@@ -471,11 +471,12 @@ def world_key(n_heads: int, seed: int) -> str:
 
 
 @TASKS.register("synthetic")
-def synthetic_task(cfg: DataConfig) -> TaskData:
+def synthetic_task(cfg: DataConfig, splits: Sequence[str] = SPLITS) -> TaskData:
     """`data.kind=synthetic`: the world of `data.n_heads` heads from `data.world_seed`, written in the
     ATOMIC-2020 format (cached) and read like it."""
+    options = selection(cfg)
     folder = world_dir(n_heads=cfg.n_heads, seed=cfg.world_seed)
-    return load_atomic(folder, **selection(cfg), name=cfg.name or "synthetic")
+    return load_atomic(folder, **options, name=cfg.name or "synthetic", splits=splits)
 
 
 def world_dir(n_heads: int = 600, seed: int = 0) -> Path:

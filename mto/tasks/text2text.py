@@ -13,12 +13,12 @@ A target holding a list of strings gives several references (`tails`); `target`/
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mto.errors import DataError
-from mto.tasks import TASKS, TaskData
+from mto.tasks import SPLITS, TASKS, TaskData
 from mto.tasks.atomic import n_train_option
 from mto.tasks.rows import (
     Row,
@@ -77,9 +77,9 @@ def text2text_record(row: Row, fields: Mapping[str, str], split: str, index: int
 
 
 @TASKS.register("text2text")
-def text2text_task(cfg: DataConfig) -> TaskData:
+def text2text_task(cfg: DataConfig, splits: Sequence[str] = SPLITS) -> TaskData:
     """`data.kind=text2text`: files under `data.path`, or the hub dataset `data.hub` (path null)."""
-    return load_text2text(**file_task_options(cfg, "text2text"))
+    return load_text2text(**file_task_options(cfg, "text2text"), splits=splits)
 
 
 def load_text2text(
@@ -93,11 +93,12 @@ def load_text2text(
     subset: str | None = None,
     revision: str | None = None,
     hub_splits: Any = None,
+    splits: Sequence[str] = SPLITS,
 ) -> TaskData:
-    """Source -> target pairs from JSON Lines/CSV files under `path` (or a hub dataset)."""
+    """Source -> target pairs from JSON Lines/CSV files under `path` (or a hub dataset), `splits` only."""
     mapping = field_map(fields, TEXT2TEXT_FIELDS, "text2text")
     n_train = n_train_option(n_train)
-    data = load_rows(path, files, hub, subset, revision, hub_splits)
+    data = load_rows(path, files, hub, subset, revision, hub_splits, splits)
     records = {
         split: [text2text_record(row, mapping, split, i, name) for i, row in enumerate(rows)]
         for split, rows in data.rows.items()
@@ -110,12 +111,13 @@ def load_text2text(
     }
     return TaskData(
         name=name,
-        train=sample(records["train"], n_train, sample_seed),
+        train=sample(records.get("train", []), n_train, sample_seed),
         dev=records.get("dev", []),
         test=records.get("test", []),
         fingerprint=task_fingerprint(data, options),
         source=data.source,
         metric="generation",
+        shape="text2text",
         text_fields=("source", "tails"),
         unavailable={split: reason for split, reason in data.absent.items()},
     )

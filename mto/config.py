@@ -42,8 +42,24 @@ class Precision(Choice):
 
 
 class Scheduler(Choice):
-    linear = "linear"
-    constant = "constant"
+    """Learning-rate schedules of transformers' `get_scheduler`, each after `train.warmup_steps` of linear
+    warm-up (transformers' warm-up starts at 0 at step 0)."""
+
+    linear = "linear"  # down to 0 at the last step
+    cosine = "cosine"  # half a cosine down to 0 at the last step
+    constant = "constant"  # constant after the warm-up (transformers' constant_with_warmup)
+    constant_with_warmup = "constant_with_warmup"  # the same, by transformers' name
+    inverse_sqrt = "inverse_sqrt"  # 1/sqrt(step) after the warm-up, as T5 pre-training used
+
+
+class MonitorMode(Choice):
+    max = "max"  # higher is better (ROUGE-L, exact match, accuracy)
+    min = "min"  # lower is better
+
+
+class Keep(Choice):
+    best = "best"  # the weights of the best evaluation of train.monitor
+    last = "last"  # the weights of the last step
 
 
 def is_set(value: Any) -> bool:

@@ -41,8 +41,15 @@ def total_steps(cfg, n_features: int) -> int:
     raise ValueError("train.steps or train.epochs must be set")
 
 
+# train.scheduler -> transformers' name; ours keep the warm-up for `constant` (transformers' ignores it).
+SCHEDULES = {"constant": "constant_with_warmup"}
+
+
 def make_optimizer(model: torch.nn.Module, cfg, steps: int, lr: float | None = None):
-    """AdamW over the trainable parameters with step size `lr` (None: `cfg.lr`), and its schedule."""
+    """AdamW over the trainable parameters with step size `lr` (None: `cfg.lr`), and its schedule
+    (transformers' `get_scheduler`: linear warm-up from 0 over `cfg.warmup_steps`, then `cfg.scheduler`)."""
+    from transformers import get_scheduler
+
     params = [p for p in model.parameters() if p.requires_grad]
     decay = [p for p in params if p.ndim >= 2]
     no_decay = [p for p in params if p.ndim < 2]
@@ -53,17 +60,9 @@ def make_optimizer(model: torch.nn.Module, cfg, steps: int, lr: float | None = N
     # Fused AdamW (one kernel for all tensors; what the Trainer uses by default too) where torch has it.
     fused = bool(params) and params[0].device.type in ("cpu", "cuda")
     optimizer = torch.optim.AdamW(groups, lr=lr, fused=fused)
+    name = SCHEDULES.get(str(cfg.scheduler), str(cfg.scheduler))
     warmup = int(cfg.warmup_steps)
-    scheduler_kind = str(cfg.scheduler)
-
-    def factor(step: int) -> float:
-        if warmup and step < warmup:
-            return (step + 1) / warmup
-        if scheduler_kind == "constant":
-            return 1.0
-        return max(0.0, (steps - step) / max(1, steps - warmup))
-
-    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    return optimizer, get_scheduler(name, optimizer, num_warmup_steps=warmup, num_training_steps=steps)
 
 
 def train_model(

@@ -15,6 +15,7 @@ This module also registers the OmegaConf resolvers the configs use; it is import
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -241,6 +242,13 @@ class TrainConfig:
     # Batches of similar lengths (less padding: 1.47x the tokens/s on ATOMIC on a 2-core CPU) instead of
     # uniformly random ones. Off by default: on short runs it cost held-out loss (README, benchmarks).
     group_by_length: bool = False
+    # Validation during training (every eval.every steps, on eval.dev_max_examples dev examples): the figure
+    # to watch (null: dev_rougeL, dev_accuracy for QA), whether higher or lower is better, how many
+    # evaluations without improvement stop the run (null: never), and which weights model/ holds.
+    monitor: Optional[str] = None
+    monitor_mode: MonitorMode = MonitorMode.max
+    patience: Optional[int] = None
+    keep: Keep = Keep.best
 
     def __post_init__(self) -> None:
         positive_int(self.steps, "train.steps", minimum=0)
@@ -254,6 +262,10 @@ class TrainConfig:
         positive_int(self.max_source_length, "train.max_source_length", minimum=2)
         positive_int(self.max_target_length, "train.max_target_length", minimum=2)
         positive_int(self.log_every, "train.log_every")
+        positive_int(self.patience, "train.patience", optional=True)
+        if self.monitor is not None:
+            expect(str(self.monitor).startswith("dev_"), "train.monitor", self.monitor,
+                   "a dev figure such as dev_rougeL, dev_exact_match or dev_accuracy")  # fmt: skip
 
 
 SPLITS = ("train", "dev", "test")
@@ -268,6 +280,10 @@ class EvalConfig:
     max_new_tokens: int = 24
     max_examples: Optional[int] = None  # evaluate on the first N examples only
     extra_splits: list[str] = field(default_factory=list)  # also score these (metrics_<split>.json)
+    every: int = 0  # train: evaluate on the dev sample every N steps (0: only after training)
+    # The dev sample: its first N examples (null: as eval.max_examples), scored during training and after
+    # it (the dev_* figures, which train.monitor watches and sweeps optimise).
+    dev_max_examples: Optional[int] = 200
 
     def __post_init__(self) -> None:
         splits = [("eval.split", self.split)] + [("eval.extra_splits", s) for s in self.extra_splits]
@@ -278,6 +294,8 @@ class EvalConfig:
         positive_int(self.num_beams, "eval.num_beams")
         positive_int(self.max_new_tokens, "eval.max_new_tokens")
         positive_int(self.max_examples, "eval.max_examples", optional=True)
+        positive_int(self.every, "eval.every", minimum=0)
+        positive_int(self.dev_max_examples, "eval.dev_max_examples", optional=True)
 
 
 class AdaptSource(Choice):
@@ -312,6 +330,35 @@ class CheckpointConfig:
 
     def __post_init__(self) -> None:
         positive_int(self.every, "checkpoint.every", minimum=0)
+
+
+# tracker -> the modules its extra (`pip install 'mto[<tracker>]'`) installs (MLflow's sqlite store needs
+# SQLAlchemy and alembic)
+TRACKERS = {
+    "tensorboard": ("tensorboard",), "mlflow": ("mlflow", "sqlalchemy", "alembic"), "wandb": ("wandb",),
+}  # fmt: skip
+
+
+@dataclass
+class LogConfig:
+    """Experiment trackers that receive the per-step figures (mto/tracking.py); the run's own
+    metrics_steps.jsonl is written whatever this says."""
+
+    to: list[str] = field(default_factory=list)  # tensorboard | mlflow | wandb (each an optional extra)
+    project: str = "mto"  # the MLflow experiment and the W&B project
+    mlflow_uri: Optional[str] = None  # null: sqlite:///<outputs root>/mlflow.db
+    wandb_mode: Optional[str] = None  # online | offline | disabled; null: WANDB_MODE, else online
+
+    def __post_init__(self) -> None:
+        for name in self.to:
+            expect(name in TRACKERS, "log.to", name, f"one of {', '.join(TRACKERS)}")
+            missing = [module for module in TRACKERS[name] if importlib.util.find_spec(module) is None]
+            if missing:  # asked for but not installed: said before anything runs
+                raise ConfigError(f"log.to={name}: {', '.join(missing)} not installed; "
+                                  f"install the extra with `pip install 'mto[{name}]'`")  # fmt: skip
+        modes = ("online", "offline", "disabled")
+        if self.wandb_mode is not None:
+            expect(self.wandb_mode in modes, "log.wandb_mode", self.wandb_mode, f"one of {', '.join(modes)}")
 
 
 STAGES = ("match", "adapt", "train", "eval")
@@ -378,9 +425,13 @@ class MtoConfig:
     adapt: AdaptConfig = field(default_factory=AdaptConfig)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    log: LogConfig = field(default_factory=LogConfig)
 
     def __post_init__(self) -> None:
         positive_int(self.threads, "threads", optional=True)
+        if self.train.patience is not None and not self.eval.every:
+            raise ConfigError(f"train.patience={self.train.patience} needs eval.every (steps between "
+                              "evaluations on the dev sample)")  # fmt: skip
 
 
 def typed(cfg: DictConfig) -> MtoConfig:

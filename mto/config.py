@@ -413,6 +413,9 @@ class MtoConfig:
     resume: Optional[str] = None  # continue the run in this directory from its last checkpoint
     # skip a job whose completed twin (same config hash) exists; null: on in -m sweeps, off for one run
     skip_completed: Optional[bool] = None
+    # The figure a stage returns to a sweeper (hydra/sweeper=optuna); null: train and eval dev_rougeL
+    # (dev_accuracy for QA), adapt adapt_loss, match filling_share, run its last stage's.
+    optimized_metric: Optional[str] = None
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     template: TemplateConfig = field(default_factory=TemplateConfig)

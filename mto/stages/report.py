@@ -23,6 +23,7 @@ from omegaconf import OmegaConf
 from rich.console import Console
 from rich.table import Table
 
+from mto.curves import plot_runs
 from mto.errors import MtoError
 from mto.runs import RUN_FILE, read_json
 
@@ -223,6 +224,8 @@ def report(
         plots.append(f"{metric}_vs_fewshot.png")
     if plot_relations(records, out_dir / "rougeL_per_relation.png"):
         plots.append("rougeL_per_relation.png")
+    if plot_runs(records + other, lines, out_dir / "curves.png", metric):  # mto/curves.py
+        plots.append("curves.png")
     show(rows, by, metric, other)
     Console().print(f"report: {out_dir} ({', '.join(['report.csv', 'report.md', *plots])})")
     return out_dir

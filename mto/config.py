@@ -15,6 +15,7 @@ This module also registers the OmegaConf resolvers the configs use; it is import
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -42,8 +43,24 @@ class Precision(Choice):
 
 
 class Scheduler(Choice):
-    linear = "linear"
-    constant = "constant"
+    """Learning-rate schedules of transformers' `get_scheduler`, each after `train.warmup_steps` of linear
+    warm-up (transformers' warm-up starts at 0 at step 0)."""
+
+    linear = "linear"  # down to 0 at the last step
+    cosine = "cosine"  # half a cosine down to 0 at the last step
+    constant = "constant"  # constant after the warm-up (transformers' constant_with_warmup)
+    constant_with_warmup = "constant_with_warmup"  # the same, by transformers' name
+    inverse_sqrt = "inverse_sqrt"  # 1/sqrt(step) after the warm-up, as T5 pre-training used
+
+
+class MonitorMode(Choice):
+    max = "max"  # higher is better (ROUGE-L, exact match, accuracy)
+    min = "min"  # lower is better
+
+
+class Keep(Choice):
+    best = "best"  # the weights of the best evaluation of train.monitor
+    last = "last"  # the weights of the last step
 
 
 class Optimizer(Choice):
@@ -258,6 +275,13 @@ class TrainConfig:
     # Pack each batch's examples end to end into fewer rows with segment masks (mto/training/packing.py): the
     # same loss and gradient with far less padding; T5 with tuning=full or lora only.
     packing: bool = False
+    # Validation during training (every eval.every steps, on eval.dev_max_examples dev examples): the figure
+    # to watch (null: dev_rougeL, dev_accuracy for QA), whether higher or lower is better, how many
+    # evaluations without improvement stop the run (null: never), and which weights model/ holds.
+    monitor: Optional[str] = None
+    monitor_mode: MonitorMode = MonitorMode.max
+    patience: Optional[int] = None
+    keep: Keep = Keep.best
 
     def __post_init__(self) -> None:
         positive_int(self.steps, "train.steps", minimum=0)
@@ -272,6 +296,10 @@ class TrainConfig:
         positive_int(self.max_target_length, "train.max_target_length", minimum=2)
         positive_int(self.log_every, "train.log_every")
         positive_int(self.double_epochs_up_to, "train.double_epochs_up_to", optional=True)
+        positive_int(self.patience, "train.patience", optional=True)
+        if self.monitor is not None:
+            expect(str(self.monitor).startswith("dev_"), "train.monitor", self.monitor,
+                   "a dev figure such as dev_rougeL, dev_exact_match or dev_accuracy")  # fmt: skip
 
 
 SPLITS = ("train", "dev", "test")
@@ -293,6 +321,10 @@ class EvalConfig:
     # the `rouge` package), sentence_cosine (sentence-embedding cosine, needs eval.similarity_model)
     metrics: list[str] = field(default_factory=list)
     similarity_model: Optional[str] = None  # a local sentence-transformers model folder (sentence_cosine)
+    every: int = 0  # train: evaluate on the dev sample every N steps (0: only after training)
+    # The dev sample: its first N examples (null: as eval.max_examples), scored during training and after
+    # it (the dev_* figures, which train.monitor watches and sweeps optimise).
+    dev_max_examples: Optional[int] = 200
 
     def __post_init__(self) -> None:
         from mto.metrics import check_metrics
@@ -311,6 +343,8 @@ class EvalConfig:
         positive_int(self.num_beams, "eval.num_beams")
         positive_int(self.max_new_tokens, "eval.max_new_tokens")
         positive_int(self.max_examples, "eval.max_examples", optional=True)
+        positive_int(self.every, "eval.every", minimum=0)
+        positive_int(self.dev_max_examples, "eval.dev_max_examples", optional=True)
 
 
 class AdaptSource(Choice):
@@ -345,6 +379,35 @@ class CheckpointConfig:
 
     def __post_init__(self) -> None:
         positive_int(self.every, "checkpoint.every", minimum=0)
+
+
+# tracker -> the modules its extra (`pip install 'mto[<tracker>]'`) installs (MLflow's sqlite store needs
+# SQLAlchemy and alembic)
+TRACKERS = {
+    "tensorboard": ("tensorboard",), "mlflow": ("mlflow", "sqlalchemy", "alembic"), "wandb": ("wandb",),
+}  # fmt: skip
+
+
+@dataclass
+class LogConfig:
+    """Experiment trackers that receive the per-step figures (mto/tracking.py); the run's own
+    metrics_steps.jsonl is written whatever this says."""
+
+    to: list[str] = field(default_factory=list)  # tensorboard | mlflow | wandb (each an optional extra)
+    project: str = "mto"  # the MLflow experiment and the W&B project
+    mlflow_uri: Optional[str] = None  # null: sqlite:///<outputs root>/mlflow.db
+    wandb_mode: Optional[str] = None  # online | offline | disabled; null: WANDB_MODE, else online
+
+    def __post_init__(self) -> None:
+        for name in self.to:
+            expect(name in TRACKERS, "log.to", name, f"one of {', '.join(TRACKERS)}")
+            missing = [module for module in TRACKERS[name] if importlib.util.find_spec(module) is None]
+            if missing:  # asked for but not installed: said before anything runs
+                raise ConfigError(f"log.to={name}: {', '.join(missing)} not installed; "
+                                  f"install the extra with `pip install 'mto[{name}]'`")  # fmt: skip
+        modes = ("online", "offline", "disabled")
+        if self.wandb_mode is not None:
+            expect(self.wandb_mode in modes, "log.wandb_mode", self.wandb_mode, f"one of {', '.join(modes)}")
 
 
 STAGES = ("match", "adapt", "train", "eval")
@@ -430,6 +493,9 @@ class MtoConfig:
     resume: Optional[str] = None  # continue the run in this directory from its last checkpoint
     # skip a job whose completed twin (same config hash) exists; null: on in -m sweeps, off for one run
     skip_completed: Optional[bool] = None
+    # The figure a stage returns to a sweeper (hydra/sweeper=optuna); null: train and eval dev_rougeL
+    # (dev_accuracy for QA), adapt adapt_loss, match filling_share, run its last stage's.
+    optimized_metric: Optional[str] = None
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     template: TemplateConfig = field(default_factory=TemplateConfig)
@@ -443,9 +509,13 @@ class MtoConfig:
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     protocol: ProtocolConfig = field(default_factory=ProtocolConfig)
+    log: LogConfig = field(default_factory=LogConfig)
 
     def __post_init__(self) -> None:
         positive_int(self.threads, "threads", optional=True)
+        if self.train.patience is not None and not self.eval.every:
+            raise ConfigError(f"train.patience={self.train.patience} needs eval.every (steps between "
+                              "evaluations on the dev sample)")  # fmt: skip
 
 
 def effective_train(cfg: MtoConfig) -> TrainConfig:

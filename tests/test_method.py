@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 from conftest import mto, read_json, run_dirs
 
+from mto.tracking import read_steps
+
 WORLD = ["data.n_heads=80", "data.relations=[xIntent,xNeed,xEffect]"]
 ADAPT = [*WORLD, "train.steps=120", "train.batch_size=32", "train.log_every=40", "train.lr=3e-3"]
 MATCH = [*WORLD, "match.n=24"]
@@ -32,6 +34,7 @@ def test_adapt_writes_a_model_and_its_lineage(adapted):
         assert info["figures"]["objective"]["name"] == objective
         assert info["figures"]["adapt_records"] > 0
         assert (run / "model" / "model.safetensors").is_file()
+        assert [r["step"] for r in read_steps(run)] == [40, 80, 120]  # its per-step log (log_every=40)
 
 
 def test_match_follows_the_adaptation_objective(adapted, tmp_path):

@@ -18,6 +18,8 @@ import pytest
 import yaml
 from conftest import ROOT, mto, read_json, run_dirs
 
+from mto.tracking import read_steps
+
 TINY = ["data.n_heads=40", "data.relations=[xIntent,xNeed]", "train.steps=3", "eval.max_examples=6",
         "eval.max_new_tokens=4"]  # fmt: skip
 GRID = ["template=mapping,masked_prompting", "seed=1,2"]
@@ -115,6 +117,10 @@ def test_sigterm_then_resume_gives_the_same_metrics(tmp_path):
     assert read_json(straight / "run.json")["figures"]["train_loss"] == resumed["figures"]["train_loss"]
     assert read_json(straight / "metrics.json") == read_json(run / "metrics.json")
     assert (straight / "predictions.jsonl").read_text() == (run / "predictions.jsonl").read_text()
+    # The per-step log too: what the first attempt logged after its checkpoint was dropped on resuming.
+    steps = [(r["step"], r["loss"], r["lr"]) for r in read_steps(run)]
+    assert steps == [(r["step"], r["loss"], r["lr"]) for r in read_steps(straight)]
+    assert [s for s, _, _ in steps] == list(range(10, 81, 10))
 
 
 # ---------------------------------------------------------------- mto report

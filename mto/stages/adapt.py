@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Callable
+from contextlib import ExitStack
 from pathlib import Path
 
 from omegaconf import DictConfig
@@ -28,6 +29,7 @@ from mto.protocol import stamp
 from mto.runs import Run
 from mto.stages import steps
 from mto.tasks import TaskData
+from mto.tracking import Tracking
 from mto.training.loop import train_model
 from mto.training.packing import check_supported
 
@@ -103,7 +105,7 @@ def epoch_features(objective, material: Material, tokenizer, seed: int) -> Calla
 @steps.stage_main
 def main(cfg: DictConfig) -> dict:
     out_dir = steps.job_dir()
-    with Run(out_dir, cfg) as run:
+    with Run(out_dir, cfg) as run, ExitStack() as trackers:  # the trackers close first
         if cfg.match_run:
             run.record(lineage={"match_run": str(Path(cfg.match_run).resolve())})
         cfg = typed(cfg)
@@ -128,9 +130,12 @@ def main(cfg: DictConfig) -> dict:
             len(features),
         )
         checkpoint = steps.checkpoint_for(cfg)
+        if cfg.eval.every:  # validation watches a task figure: it is train's (an adapt run has no dev text)
+            log.info("adapt: eval.every=%d is for mto train; adaptation is not validated", cfg.eval.every)
+        tracking = trackers.enter_context(Tracking(out_dir, cfg, run.info))
         result = train_model(
             model, tokenizer, features, cfg.train, precision, cfg.seed, "adapt",
-            checkpoint=checkpoint, resample=features_of if cfg.adapt.resample else None,
+            checkpoint=checkpoint, resample=features_of if cfg.adapt.resample else None, step_log=tracking,
         )  # fmt: skip
         steps.save_model(model, tokenizer, out_dir / "model")
         steps.drop_checkpoint(cfg, checkpoint)
@@ -144,4 +149,5 @@ def main(cfg: DictConfig) -> dict:
             adapt_seconds=result.seconds,
             precision=precision,
         )
+        tracking.finish(run.info["figures"])
     return {"adapt_loss": result.final_loss}

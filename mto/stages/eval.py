@@ -38,28 +38,54 @@ def evaluate_all(
     model, tokenizer, task, template, cfg: MtoConfig, out_dir: Path, precision: str, run
 ) -> dict:
     """`eval.split` (metrics.json, predictions.jsonl), then each of `eval.extra_splits`
-    (metrics_<split>.json, predictions_<split>.jsonl, figures prefixed `<split>_` in run.json)."""
+    (metrics_<split>.json, predictions_<split>.jsonl, figures prefixed `<split>_` in run.json), then,
+    unless already scored, the dev sample (`eval.dev_max_examples`): the `dev_*` figures sweeps optimise."""
     metrics = evaluate(model, tokenizer, task, template, cfg, out_dir, precision)
     run.figures(**headline(metrics))
-    for split in cfg.eval.extra_splits:
-        extra = evaluate(model, tokenizer, task, template, cfg, out_dir, precision, split=split)
+    extra_splits = list(cfg.eval.extra_splits)
+    dev_sample = "dev" not in extra_splits and has_split(task, "dev")
+    if cfg.eval.split == "dev":  # the dev figures are the main ones
+        run.figures(**{f"dev_{k}": v for k, v in headline(metrics).items()})
+        metrics.update({f"dev_{k}": v for k, v in headline(metrics).items()})
+        dev_sample = False
+    for split in extra_splits + (["dev"] if dev_sample else []):
+        size = cfg.eval.dev_max_examples if split == "dev" and dev_sample else None
+        extra = evaluate(model, tokenizer, task, template, cfg, out_dir, precision, split, max_examples=size)
         run.figures(**{f"{split}_{k}": v for k, v in headline(extra).items()})
         metrics.update({f"{split}_{k}": v for k, v in headline(extra).items()})
     return metrics
 
 
+def has_split(task, split: str) -> bool:
+    return split not in getattr(task, "unavailable", {}) and bool(getattr(task, split, None))
+
+
+def dev_scorer(model, tokenizer, task, template, cfg: MtoConfig, precision: str):
+    """Validation during training: a function giving the `dev_*` figures of `model` as it is now, on the
+    dev sample (`eval.dev_max_examples`), without writing or printing anything."""
+
+    def score() -> dict:
+        summary = evaluate(model, tokenizer, task, template, cfg, None, precision, split="dev",
+                           max_examples=cfg.eval.dev_max_examples)  # fmt: skip
+        return {f"dev_{k}": summary[k] for k in summary["figures"]}
+
+    return score
+
+
 def evaluate(
-    model, tokenizer, task, template: Template, cfg: MtoConfig, out_dir: Path, precision: str,
-    split: str | None = None,
+    model, tokenizer, task, template: Template, cfg: MtoConfig, out_dir: Path | None, precision: str,
+    split: str | None = None, max_examples: int | None = None,
 ) -> dict:  # fmt: skip
-    """Score one split (default `eval.split`); write predictions.jsonl and metrics.json (suffixed with
-    the split's name when it is not `eval.split`) into `out_dir`; return the metrics (generation: exact
-    match, ROUGE-L, BLEU, distinct; choice: accuracy, unmatched share)."""
+    """Score one split (default `eval.split`) on its first `max_examples` examples (default
+    `eval.max_examples`); write predictions.jsonl and metrics.json (suffixed with the split's name when
+    it is not `eval.split`) into `out_dir` (None: write and show nothing); return the metrics (generation:
+    exact match, ROUGE-L, BLEU, distinct; choice: accuracy, unmatched share)."""
     split = split or cfg.eval.split
     suffix = "" if split == cfg.eval.split else f"_{split}"
     examples = task.split(split)
-    if cfg.eval.max_examples:
-        examples = examples[: cfg.eval.max_examples]
+    max_examples = max_examples or cfg.eval.max_examples
+    if max_examples:
+        examples = examples[:max_examples]
     pairs = steps.render(template, examples, tokenizer)
     start = time.perf_counter()
     outputs = generate(
@@ -69,6 +95,11 @@ def evaluate(
     predictions = [decode_answer(ids, tokenizer) for ids in outputs]
     # the task's own scorer (TaskData.metric) and eval.metrics, from the registry mto.metrics.METRICS
     summary, per_example = score(predictions, examples, task.metric, cfg.eval)
+    summary["eval_examples_per_s"] = len(examples) / seconds
+    summary["metric"] = task.metric
+    summary["figures"] = figures(task.metric, cfg.eval)  # shown in the table and kept in run.json
+    if out_dir is None:
+        return summary
     lines = []
     for ex, (source, _), pred, scores in zip(examples, pairs, predictions, per_example, strict=True):
         lines.append(
@@ -86,10 +117,8 @@ def evaluate(
         )
     atomic_write_text(out_dir / f"predictions{suffix}.jsonl", "\n".join(lines) + "\n")
     # metrics.json holds only what the config and seed determine (no timings): reruns compare equal.
-    atomic_write_json(out_dir / f"metrics{suffix}.json", {"split": split, **summary})
-    summary["eval_examples_per_s"] = len(examples) / seconds
-    summary["metric"] = task.metric
-    summary["figures"] = figures(task.metric, cfg.eval)  # shown in the table and kept in run.json
+    scores = {k: v for k, v in summary.items() if k not in ("eval_examples_per_s", "metric", "figures")}
+    atomic_write_json(out_dir / f"metrics{suffix}.json", {"split": split, **scores})
     show_metrics(summary, title=f"{template.name} on {cfg.data.name} ({split})")
     return summary
 

@@ -36,6 +36,7 @@ from omegaconf import OmegaConf
 from rich.console import Console
 from rich.table import Table
 
+from mto.curves import plot_runs
 from mto.errors import MtoError
 from mto.runs import NOT_HASHED, RUN_FILE, read_json
 
@@ -553,6 +554,8 @@ def report(
     relations = relation_figure(scored, lines_by, label, context)
     if relations is not None:
         plots["rougeL_per_relation.png"] = _png(relations)
+    if plot_runs(scored + other, lines_by, out_dir / "curves.png", metric):  # mto/curves.py
+        plots["curves.png"] = (out_dir / "curves.png").read_bytes()
     for name, data in plots.items():
         (out_dir / name).write_bytes(data)
     files = ["report.csv", "report.md", *plots]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import os
 import shutil
 import sys
@@ -31,22 +32,23 @@ from mto.training.runtime import device, resolve_precision, seed_everything, set
 log = logging.getLogger("mto")
 
 
-def stage_main(fn: Callable[[DictConfig], dict]) -> Callable[[DictConfig], dict]:
+def stage_main(fn: Callable[[DictConfig], dict]) -> Callable[[DictConfig], float]:
     """Wrap a stage's Hydra task function so a user error in a single run ends as one line on
     stderr and exit code 2. In a multirun the error is re-raised for Hydra, which goes on with the
-    other jobs and reports the failure at the end."""
+    other jobs and reports the failure at the end. The stage's figures become the one float a sweeper
+    optimises (`optimized_value`)."""
 
     @functools.wraps(fn)
-    def task(cfg: DictConfig) -> dict:
+    def task(cfg: DictConfig) -> float:
         skip_completed = cfg.skip_completed
         if skip_completed is None:  # on in a sweep, off for one run
             skip_completed = HydraConfig.get().mode == RunMode.MULTIRUN
         if skip_completed:
             twin = find_twin(outputs_root(job_dir()), cfg.stage, config_hash(cfg), job_dir())
             if twin is not None:
-                return skip(cfg, twin)
+                return optimized_value(cfg, skip(cfg, twin))
         try:
-            return fn(cfg)
+            return optimized_value(cfg, fn(cfg))
         except (MtoError, OmegaConfBaseException, Interrupted) as err:
             if HydraConfig.get().mode == RunMode.MULTIRUN:
                 raise
@@ -57,6 +59,30 @@ def stage_main(fn: Callable[[DictConfig], dict]) -> Callable[[DictConfig], dict]
             raise SystemExit(code) from None
 
     return task
+
+
+# The figure each stage returns to a sweeper unless `optimized_metric` names one: the first one present.
+OPTIMIZED = {"train": ("dev_rougeL", "dev_accuracy"), "eval": ("dev_rougeL", "dev_accuracy"),
+             "adapt": ("adapt_loss",), "match": ("filling_share",)}  # fmt: skip
+
+
+def optimized_value(cfg: DictConfig, figures: dict) -> float:
+    """`figures[optimized_metric]` as a float: what `hydra/sweeper=optuna` maximises or minimises (Hydra's
+    basic sweeper ignores it). When the figure is missing: in a sweep that named it, a ConfigError (a typo
+    fails the first trial, not the whole search silently); otherwise NaN and a warning."""
+    stage = cfg.pipeline.stages[-1] if cfg.stage == "run" else cfg.stage
+    names = [cfg.optimized_metric] if cfg.optimized_metric else list(OPTIMIZED.get(stage, ()))
+    for name in names:
+        value = figures.get(name)
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+    known = ", ".join(sorted(k for k, v in figures.items() if isinstance(v, int | float)))
+    message = f"optimized_metric={' or '.join(names)}: not a figure of this {cfg.stage} run ({known})"
+    sweep = HydraConfig.get().mode == RunMode.MULTIRUN
+    if cfg.optimized_metric and sweep:
+        raise ConfigError(message)
+    log.log(logging.WARNING if sweep or cfg.optimized_metric else logging.INFO, "%s; returning NaN", message)
+    return math.nan
 
 
 def skip(cfg: DictConfig, twin: Path) -> dict:

@@ -1,33 +1,63 @@
 """`mto train`: fine-tune a model on a task with a template, save it, and (by default) evaluate it.
 
 mto train data=atomic data.path=... model=t5-base template=masked_prompting train.steps=2000
+mto train eval.every=50 train.patience=3 log.to=[tensorboard]   # validation, early stopping, curves
 """
 
 from __future__ import annotations
 
 import logging
+from contextlib import ExitStack
 from pathlib import Path
 
 from omegaconf import DictConfig
 
 from mto import tuning
-from mto.config import effective_train, typed
+from mto.config import MtoConfig, effective_train, typed
+from mto.errors import ConfigError
 from mto.protocol import stamp
 from mto.runs import Run
 from mto.stages import steps
-from mto.stages.eval import evaluate_all
+from mto.stages.eval import HEADLINE, dev_scorer, evaluate_all, has_split
 from mto.stages.inherit import start_from_adapt_run
+from mto.tracking import Tracking
 from mto.training.features import cached_features
-from mto.training.loop import train_model
+from mto.training.loop import TrainResult, train_model
 from mto.training.packing import check_supported
+from mto.training.validation import Validation
 
 log = logging.getLogger("mto")
+
+
+def validation(cfg: MtoConfig, task, score) -> Validation | None:
+    """Validation during training as configured (`eval.every`, `train.monitor`, ...), refused before
+    training when the task has no dev split or the monitored figure is not one validation gives."""
+    if not cfg.eval.every:
+        return None
+    if not has_split(task, "dev"):
+        raise ConfigError(f"eval.every={cfg.eval.every}: the task has no dev split to validate on")
+    given = [f"dev_{k}" for k in HEADLINE[task.metric] if k != "n"]
+    monitor = cfg.train.monitor or {"generation": "dev_rougeL", "choice": "dev_accuracy"}[task.metric]
+    if monitor not in given:
+        raise ConfigError(f"train.monitor={monitor}: expected one of {', '.join(given)}")
+    return Validation(every=cfg.eval.every, evaluate=score, monitor=monitor, mode=str(cfg.train.monitor_mode),
+                      patience=cfg.train.patience, keep_best=str(cfg.train.keep) == "best")  # fmt: skip
+
+
+def validation_figures(watch: Validation, result: TrainResult) -> dict:
+    """run.json: which weights model/ holds (the best evaluation's or the last step's) and what
+    validation saw."""
+    best = watch.keep_best and result.best_step is not None
+    return {"model_weights": "best" if best else "last", "model_step": result.weights_step,
+            "monitor": watch.monitor, f"best_{watch.monitor}": result.best_figures.get(watch.monitor),
+            "best_step": result.best_step, "stopped_early": result.stopped_early,
+            "evaluations": result.evaluations}  # fmt: skip
 
 
 @steps.stage_main
 def main(cfg: DictConfig) -> dict:
     out_dir = steps.job_dir()
-    with Run(out_dir, cfg) as run:
+    with Run(out_dir, cfg) as run, ExitStack() as trackers:  # the trackers close first
         if cfg.adapt_run:
             cfg, lineage = start_from_adapt_run(cfg)
             run.record(lineage=lineage)
@@ -51,12 +81,16 @@ def main(cfg: DictConfig) -> dict:
         )
         checkpoint = steps.checkpoint_for(cfg)
         train_cfg = effective_train(cfg)  # epochs doubled for few heads where the protocol says so
+        watch = validation(cfg, task, dev_scorer(model, tokenizer, task, template, cfg, precision))
+        tracking = trackers.enter_context(Tracking(out_dir, cfg, run.info))
         result = train_model(
             model, tokenizer, features, train_cfg, precision, cfg.seed, checkpoint=checkpoint,
-            lr=tuning.learning_rate(state, cfg.train.lr),
+            lr=tuning.learning_rate(state, cfg.train.lr), validation=watch, step_log=tracking,
         )  # fmt: skip
         steps.save_model(model, tokenizer, out_dir / "model", state)
         steps.drop_checkpoint(cfg, checkpoint)
+        if watch is not None:
+            run.figures(**validation_figures(watch, result))
         run.figures(
             train_loss=result.final_loss,
             train_steps=result.steps,
@@ -72,4 +106,5 @@ def main(cfg: DictConfig) -> dict:
         metrics: dict = {"train_loss": result.final_loss}
         if cfg.eval.after_train:
             metrics.update(evaluate_all(model, tokenizer, task, template, cfg, out_dir, precision, run))
+        tracking.finish(run.info["figures"])
     return metrics

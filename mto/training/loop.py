@@ -12,7 +12,8 @@ import math
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Protocol
 
 import torch
 
@@ -20,6 +21,7 @@ from mto.training.checkpoint import Checkpoint, StopSignals, rng_state, set_rng_
 from mto.training.features import collate, epoch_batches
 from mto.training.packing import pack, packed_forward
 from mto.training.runtime import autocast, device, progress_bar
+from mto.training.validation import Validation, Watch
 
 log = logging.getLogger("mto")
 
@@ -31,6 +33,21 @@ class TrainResult:
     seconds: float
     examples_per_s: float
     tokens_per_s: float  # source + target tokens (without padding)
+    stopped_early: bool = False  # validation: patience ran out before the last step
+    weights_step: int = 0  # the step whose weights the model holds (the best evaluation's, or the last)
+    best_step: int | None = None  # validation: the step of the best evaluation
+    best_figures: dict = field(default_factory=dict)  # validation: the figures of that evaluation
+    evaluations: int = 0
+
+
+class StepLog(Protocol):
+    """Where the loop reports per-step figures (mto.tracking.Tracking: the run's metrics_steps.jsonl and
+    the trackers)."""
+
+    def start(self, step: int) -> None:
+        """Training (re)starts after `step` steps: whatever was logged after that step is void."""
+
+    def log(self, step: int, figures: dict) -> None: ...
 
 
 def total_steps(cfg, n_features: int) -> int:
@@ -42,8 +59,15 @@ def total_steps(cfg, n_features: int) -> int:
     raise ValueError("train.steps or train.epochs must be set")
 
 
+# train.scheduler -> transformers' name; ours keep the warm-up for `constant` (transformers' ignores it).
+SCHEDULES = {"constant": "constant_with_warmup"}
+
+
 def make_optimizer(model: torch.nn.Module, cfg, steps: int, lr: float | None = None):
-    """AdamW over the trainable parameters with step size `lr` (None: `cfg.lr`), and its schedule."""
+    """AdamW over the trainable parameters with step size `lr` (None: `cfg.lr`), and its schedule
+    (transformers' `get_scheduler`: linear warm-up from 0 over `cfg.warmup_steps`, then `cfg.scheduler`)."""
+    from transformers import get_scheduler
+
     params = [p for p in model.parameters() if p.requires_grad]
     decay = [p for p in params if p.ndim >= 2]
     no_decay = [p for p in params if p.ndim < 2]
@@ -51,23 +75,15 @@ def make_optimizer(model: torch.nn.Module, cfg, steps: int, lr: float | None = N
     # Prompt and adapter methods (mto/tuning) train only their own parameters, usually with a much larger
     # step than full fine-tuning: `tuning.lr`, which the stage passes (mto.tuning.learning_rate).
     lr = cfg.lr if lr is None else lr
-    if str(getattr(cfg, "optimizer", "adamw")) == "adafactor":
+    if str(cfg.optimizer) == "adafactor":
         optimizer = adafactor(groups, lr)
     else:
         # Fused AdamW (one kernel for all tensors; what the Trainer uses by default too) where torch has it.
         fused = bool(params) and params[0].device.type in ("cpu", "cuda")
         optimizer = torch.optim.AdamW(groups, lr=lr, fused=fused)
+    name = SCHEDULES.get(str(cfg.scheduler), str(cfg.scheduler))
     warmup = int(cfg.warmup_steps)
-    scheduler_kind = str(cfg.scheduler)
-
-    def factor(step: int) -> float:
-        if warmup and step < warmup:
-            return (step + 1) / warmup
-        if scheduler_kind == "constant":
-            return 1.0
-        return max(0.0, (steps - step) / max(1, steps - warmup))
-
-    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    return optimizer, get_scheduler(name, optimizer, num_warmup_steps=warmup, num_training_steps=steps)
 
 
 def adafactor(groups: list[dict], lr: float):
@@ -90,6 +106,8 @@ def train_model(
     checkpoint: Checkpoint | None = None,
     resample: Callable[[int], list[dict]] | None = None,
     lr: float | None = None,
+    validation: Validation | None = None,
+    step_log: StepLog | None = None,
 ) -> TrainResult:
     """Train `model` in place on `features` for the configured number of steps, with step size `lr`
     (None: `cfg.lr`).
@@ -102,6 +120,11 @@ def train_model(
     With `checkpoint`, the loop resumes from it when one exists, saves one every `checkpoint.every`
     steps, and on SIGTERM/SIGUSR1 saves one and stops (`Interrupted`). A resumed run ends with the same
     weights as an uninterrupted one: the data order, RNG and optimiser states all continue.
+
+    With `validation`, the model is evaluated every `validation.every` steps and after the last one; the
+    loop stops early when the watched figure stops improving, and ends with the best weights unless told
+    to keep the last. `step_log` receives loss, learning rate and tokens/s every `log_every` steps, and
+    each evaluation's figures.
     """
     if not features:
         raise ValueError("no training examples")
@@ -122,21 +145,27 @@ def train_model(
     recent: list[float] = []
     first_step = n_examples = n_tokens = 0
     epoch = -1  # the epoch `batches` belong to
+    watch = Watch(validation)
     if checkpoint is not None and checkpoint.exists():
         state = checkpoint.load(model, optimizer, scheduler)
         first_step, batches, recent = state["step"], state["batches"], state["recent"]
         epoch = int(state.get("epoch", 0))
         set_rng_state(rng, state["sampler_rng"])
+        watch.load(state)
         features = features_of(epoch)
         log.info("resuming %s from the checkpoint at step %d", description, first_step)
+    if step_log is not None:
+        step_log.start(first_step)
 
     def save(step: int) -> None:
         checkpoint.save(model, optimizer, scheduler, {
             "step": step, "epoch": epoch, "batches": batches, "recent": recent,
-            "sampler_rng": rng_state(rng),
+            "sampler_rng": rng_state(rng), **watch.state(),
         })  # fmt: skip
 
-    start = time.perf_counter()
+    start = window_start = time.perf_counter()
+    window_tokens, eval_seconds = 0, 0.0
+    stopped_early = False
     with progress_bar() as progress, StopSignals() as signals:
         task = progress.add_task(description, total=steps, completed=first_step, info="")
         for step in range(first_step, steps):
@@ -161,12 +190,33 @@ def train_model(
             recent.append(float(loss.detach()))
             recent = recent[-max(1, cfg.log_every) :]
             n_examples += len(batch_ids)
-            n_tokens += sum(len(f["input_ids"]) + len(f["labels"]) for f in chosen)
-            if (step + 1) % cfg.log_every == 0 or step + 1 == steps:
+            tokens = sum(len(f["input_ids"]) + len(f["labels"]) for f in chosen)
+            n_tokens += tokens
+            window_tokens += tokens
+            stop = False
+            if watch.due(step + 1, steps):
+                eval_start = time.perf_counter()
+                figures = watch.evaluate(model, step + 1)
+                spent = time.perf_counter() - eval_start
+                eval_seconds, window_start = eval_seconds + spent, window_start + spent  # tokens/s: training
+                if step_log is not None:
+                    step_log.log(step + 1, figures)
+                stop = watch.should_stop and step + 1 < steps
+            if (step + 1) % cfg.log_every == 0 or step + 1 == steps or stop:
                 mean = sum(recent) / len(recent)
                 lr = scheduler.get_last_lr()[0]
                 log.info("%s step %d/%d loss %.4f lr %.2e", description, step + 1, steps, mean, lr)
                 progress.update(task, info=f"loss {mean:.3f}")
+                now = time.perf_counter()
+                if step_log is not None:
+                    speed = window_tokens / max(now - window_start, 1e-9)
+                    step_log.log(step + 1, {"loss": mean, "lr": lr, "tokens_per_s": speed})
+                window_start, window_tokens = now, 0
+            if stop:
+                log.info("%s: early stop at step %d, %s did not improve for %d evaluations", description,
+                         step + 1, validation.monitor, watch.bad)  # fmt: skip
+                stopped_early, steps = True, step + 1
+                break
             progress.advance(task)
             if checkpoint is not None and step + 1 < steps:
                 if signals.received is not None:
@@ -175,11 +225,17 @@ def train_model(
                 if checkpoint.every and (step + 1) % checkpoint.every == 0:
                     save(step + 1)
     seconds = max(time.perf_counter() - start, 1e-9)
+    best = validation is not None and validation.keep_best and watch.restore_best(model)
     model.eval()
     return TrainResult(
         steps=steps,
         final_loss=sum(recent) / len(recent),
         seconds=seconds,
-        examples_per_s=n_examples / seconds,
-        tokens_per_s=n_tokens / seconds,
+        examples_per_s=n_examples / max(seconds - eval_seconds, 1e-9),
+        tokens_per_s=n_tokens / max(seconds - eval_seconds, 1e-9),
+        stopped_early=stopped_early,
+        weights_step=watch.best_step if best else steps,
+        best_step=watch.best_step,
+        best_figures=watch.best_figures,
+        evaluations=watch.evaluations,
     )

@@ -15,10 +15,11 @@ from omegaconf import DictConfig
 from mto import tuning
 from mto.config import MtoConfig, effective_train, typed
 from mto.errors import ConfigError
+from mto.metrics import figures
 from mto.protocol import stamp
 from mto.runs import Run
 from mto.stages import steps
-from mto.stages.eval import HEADLINE, dev_scorer, evaluate_all, has_split
+from mto.stages.eval import dev_scorer, evaluate_all, has_split
 from mto.stages.inherit import start_from_adapt_run
 from mto.tracking import Tracking
 from mto.training.features import cached_features
@@ -36,7 +37,7 @@ def validation(cfg: MtoConfig, task, score) -> Validation | None:
         return None
     if not has_split(task, "dev"):
         raise ConfigError(f"eval.every={cfg.eval.every}: the task has no dev split to validate on")
-    given = [f"dev_{k}" for k in HEADLINE[task.metric] if k != "n"]
+    given = [f"dev_{k}" for k in figures(task.metric, cfg.eval) if k != "n"]
     monitor = cfg.train.monitor or {"generation": "dev_rougeL", "choice": "dev_accuracy"}[task.metric]
     if monitor not in given:
         raise ConfigError(f"train.monitor={monitor}: expected one of {', '.join(given)}")

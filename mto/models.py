@@ -17,6 +17,7 @@ import dataclasses
 import hashlib
 import io
 import json
+import pickle
 import tempfile
 from collections import Counter
 from collections.abc import Callable, Mapping
@@ -25,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 from huggingface_hub.errors import StrictDataclassError
+from safetensors import SafetensorError
 
 from mto.cache import cached_dir, fingerprint
 from mto.errors import ConfigError, MtoError
@@ -120,7 +122,7 @@ def _load_pretrained(name: str, trust_remote_code: bool, revision: str | None) -
         # `torch.load(weights_only=True)`; `use_safetensors=True` would refuse old .bin-only checkpoints
         # and, online, ask a Hub bot to convert them.
         model = AutoModelForSeq2SeqLM.from_pretrained(source, weights_only=True, **kwargs)
-    except (OSError, ValueError) as err:
+    except (OSError, ValueError, pickle.UnpicklingError, SafetensorError) as err:  # missing, corrupt, refused
         where = "not a local folder and not reachable on the Hugging Face Hub"
         if is_local:
             where = "cannot load a model from this folder"

@@ -50,7 +50,6 @@ def main(cfg: DictConfig) -> dict:
             lr=tuning.learning_rate(state, cfg.train.lr),
         )  # fmt: skip
         steps.save_model(model, tokenizer, out_dir / "model", state)
-        steps.drop_checkpoint(cfg, checkpoint)
         run.figures(
             train_loss=result.final_loss,
             train_steps=result.steps,

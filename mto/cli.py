@@ -60,15 +60,21 @@ def run_hydra(config_name: str, task_function: Callable, argv: list[str]) -> Non
     from hydra._internal.utils import _run_hydra, get_args_parser
 
     from mto.config import conf_dir
+    from mto.resume import resume_overrides
+    from mto.stages.steps import refuse_multi_process
 
     parser = get_args_parser()
     # parse_intermixed_args lets flags follow overrides (`template=a,b -m seed=1`, hydra issue 3053).
     args = parser.parse_intermixed_args(argv)
-    args.overrides = resume_overrides(args.overrides)
     # Errors come back to us instead of Hydra's traceback printer: ours are one line.
     os.environ["HYDRA_FULL_ERROR"] = "1"
     try:
-        if args.cfg and not args.multirun:
+        refuse_multi_process()  # torchrun: refused before any run directory exists
+        args.overrides = resume_overrides(config_name, args.overrides, lock=not args.cfg)
+        # `+key=...` may add keys Hydra cannot check: refused like any unknown key, before any run.
+        added = any(o.lstrip("~").startswith("+") and not o.lstrip("+~").startswith("hydra")
+                    for o in args.overrides)  # fmt: skip
+        if (args.cfg or added) and not args.multirun:
             validate(config_name, args.overrides)
         _run_hydra(
             args=args,
@@ -89,23 +95,6 @@ def validate(config_name: str, overrides: list[str]) -> None:
 
     with initialize_config_dir(config_dir=str(conf_dir()), version_base=None):
         typed(compose(config_name=config_name, overrides=overrides))
-
-
-def resume_overrides(overrides: list[str]) -> list[str]:
-    """`resume=<run dir>` replays that run's own overrides into that same directory, so the stage finds
-    its checkpoint there and the run's config stays what it was; later overrides still apply."""
-    resume = [o for o in overrides if o.startswith("resume=")]
-    if not resume:
-        return overrides
-    import yaml
-
-    run_dir = Path(resume[-1].split("=", 1)[1]).expanduser().resolve()
-    saved = run_dir / ".hydra" / "overrides.yaml"
-    if not saved.is_file():
-        raise typer.BadParameter(f"{resume[-1]}: not a run directory (no .hydra/overrides.yaml)")
-    original = [o for o in yaml.safe_load(saved.read_text()) or [] if not o.startswith(("resume=", "hydra."))]
-    rest = [o for o in overrides if not o.startswith("resume=")]
-    return [*original, *rest, f"resume={run_dir}", f"hydra.run.dir={run_dir}"]
 
 
 def fail(command: str, err: Exception) -> NoReturn:

@@ -109,6 +109,12 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         positive_int(self.tokenizer_vocab_size, "model.tokenizer_vocab_size", minimum=8)
+        name = self.name_or_path
+        if self.build is not None and is_set(name) and ("/" in name or name.startswith(("~", "."))):
+            # A folder or `org/name` given under a `build` preset (`model=tiny model.name_or_path=/a/dir`)
+            # is what the user asked for: loaded (or refused when absent), never silently replaced by a
+            # model built from scratch.
+            self.build = None
 
 
 # data.head_order: which heads a few-shot sample and data.test_heads_per_relation take (mto/tasks/atomic.py)
@@ -372,9 +378,11 @@ class AdaptConfig:
 
 @dataclass
 class CheckpointConfig:
-    """Checkpoints of the training loop (also taken on SIGTERM/SIGUSR1), for resuming."""
+    """Checkpoints of the training loop (`<run>/checkpoints/step-<N>/`), for resuming."""
 
-    every: int = 500  # steps between checkpoints (0: only on SIGTERM/SIGUSR1, which SLURM sends first)
+    # steps between checkpoints; one is also taken after the last step and on SIGTERM/SIGUSR1/SIGUSR2/SIGINT
+    # (0: only those)
+    every: int = 500
     keep: bool = False  # keep the last checkpoint once the run completed (it is removed by default)
 
     def __post_init__(self) -> None:
@@ -491,6 +499,9 @@ class MtoConfig:
     match_run: Optional[str] = None  # a `mto match` run whose decisions template=auto / objective=auto use
     adapt_run: Optional[str] = None  # train: start from the model of this `mto adapt` run
     resume: Optional[str] = None  # continue the run in this directory from its last checkpoint
+    # the folder runs are written under (hydra.run.dir, hydra.sweep.dir; relative: to the launch folder),
+    # and the only place completed twins are looked for
+    outputs: str = "outputs"
     # skip a job whose completed twin (same config hash) exists; null: on in -m sweeps, off for one run
     skip_completed: Optional[bool] = None
     # The figure a stage returns to a sweeper (hydra/sweeper=optuna); null: train and eval dev_rougeL
@@ -517,6 +528,9 @@ class MtoConfig:
             raise ConfigError(f"train.patience={self.train.patience} needs eval.every (steps between "
                               "evaluations on the dev sample)")  # fmt: skip
 
+        expect(isinstance(self.outputs, str) and self.outputs.strip() != "", "outputs", self.outputs,
+               "a folder (the root of the run directories)")  # fmt: skip
+
 
 def effective_train(cfg: MtoConfig) -> TrainConfig:
     """`train` as it runs: `epochs` doubled when `data.n_train <= train.double_epochs_up_to` (the MTO
@@ -529,8 +543,28 @@ def effective_train(cfg: MtoConfig) -> TrainConfig:
 
 def typed(cfg: DictConfig) -> MtoConfig:
     """The composed config as the typed dataclasses, validated (every `__post_init__` runs): what the
-    stages and the code below them read. Done once per stage, after run inheritance."""
+    stages and the code below them read. Done once per stage, after run inheritance.
+
+    Keys the schema does not have are refused here too: Hydra lets `+train.lrr=1` or `+foo=1` add them
+    (it opens the struct for `+`), and they would be ignored without a word."""
+    unknown_keys(cfg)
     return OmegaConf.to_object(cfg)
+
+
+def unknown_keys(cfg: DictConfig, schema: Any = MtoConfig, prefix: str = "") -> None:
+    """ConfigError naming the first key of `cfg` that `schema` (a dataclass) does not define. Fields typed
+    `Any` or dict (tuning.peft, model.build, phrases) hold free keys and are not searched."""
+    fields = {f.name: f for f in dataclasses.fields(schema)}
+    for key in cfg.keys() if isinstance(cfg, DictConfig) else ():
+        if key not in fields:
+            raise ConfigError(
+                f"{prefix}{key}: no such setting in {schema.__name__} (`+` adds only keys the schema "
+                "has; `--cfg job` lists them)"
+            )
+        kind = fields[key].type
+        kind = kind if isinstance(kind, type) else globals().get(str(kind))
+        if dataclasses.is_dataclass(kind) and isinstance(cfg[key], DictConfig):
+            unknown_keys(cfg[key], kind, f"{prefix}{key}.")
 
 
 def plain(obj: Any) -> Any:

@@ -57,7 +57,7 @@ def exit_report(err: BaseException, one_line: bool = False) -> tuple[str, int] |
 def _trim(message: str) -> str:
     """Hydra/OmegaConf messages without their internals (type names, search path dump)."""
     message = message.split("\nConfig search path:")[0]
-    keep = [
-        ln for ln in message.splitlines() if not ln.strip().startswith(("reference_type=", "object_type="))
-    ]
+    # Hydra's "To append to your config use +key=..." hint is left out: `+` adds no unknown key either.
+    internals = ("reference_type=", "object_type=", "To append to your config use")
+    keep = [ln for ln in message.splitlines() if not ln.strip().startswith(internals)]
     return "\n".join(keep).strip()

@@ -18,6 +18,7 @@ import hashlib
 import io
 import json
 import logging
+import pickle
 import tempfile
 from collections import Counter
 from collections.abc import Callable, Mapping
@@ -26,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 from huggingface_hub.errors import StrictDataclassError
+from safetensors import SafetensorError
 
 from mto.cache import cached_dir, fingerprint
 from mto.errors import ConfigError, MtoError
@@ -128,7 +130,7 @@ def _load_pretrained(name: str, trust_remote_code: bool, revision: str | None) -
         # (transformers does not pass local_files_only on to its look-up of a PEFT adapter: we do.)
         extra = {"adapter_kwargs": {"local_files_only": True}} if offline else {}
         model = AutoModelForSeq2SeqLM.from_pretrained(source, weights_only=True, **kwargs, **extra)
-    except (OSError, ValueError) as err:
+    except (OSError, ValueError, pickle.UnpicklingError, SafetensorError) as err:  # missing, corrupt, refused
         if offline:
             from huggingface_hub.constants import HF_HUB_CACHE
 

@@ -2,13 +2,17 @@
 atomic writes, and the record of a stage's success or failure.
 
 A run directory is created by Hydra (`hydra.run.dir`); this module owns what goes into it. Every JSON
-file is written to a temporary file and renamed, so a kill at any moment never leaves a truncated
-file, and a run only says `completed` once everything it promised is on disk.
+file is written to a temporary file, fsynced and renamed, so a kill at any moment never leaves a
+truncated file, and a run only says `completed` once everything it promised is on disk. One process at
+a time writes a run directory (mto/runlock.py). Files and folders get
+the permissions the umask gives (as `open` and `mkdir` would), not mkstemp's private 0600/0700.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
+import errno
 import importlib.metadata
 import json
 import logging
@@ -24,7 +28,9 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from mto.cache import fingerprint
-from mto.errors import Interrupted
+from mto.errors import Interrupted, MtoError
+from mto.runlock import lock_run_dir, unlock_run_dir
+from mto.signals import StopSignals
 
 log = logging.getLogger("mto")
 
@@ -32,11 +38,42 @@ RUN_FILE = "run.json"
 PACKAGES = ("mto", "torch", "transformers", "datasets", "peft", "hydra-core", "omegaconf", "sentencepiece")
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def fsync_dir(path: Path) -> None:
+    """Make the entries of folder `path` (a rename into it) survive a power loss."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def make_temp_dir(parent: Path, prefix: str) -> Path:
+    """A new temporary folder in `parent`, with the permissions `mkdir` would give (mkdtemp's are 0700)."""
+    tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+    os.chmod(tmp, 0o777 & ~_umask())
+    return tmp
+
+
+def follow_umask(folder: Path) -> None:
+    """Give everything under `folder` the permissions `open`/`mkdir` would (libraries such as
+    safetensors write their files 0600, unreadable to the group of a shared cluster)."""
+    mask = _umask()
+    for path in Path(folder).rglob("*"):
+        os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~mask)
+
+
 def atomic_write_text(path: Path, text: str) -> None:
-    """Write `text` to `path` through a temporary file in the same folder and a rename."""
+    """Write `text` to `path` through a temporary file in the same folder, fsync and a rename."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp's 0600 would hide results from the group
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
             f.flush()
@@ -45,6 +82,7 @@ def atomic_write_text(path: Path, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    fsync_dir(path.parent)
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:
@@ -88,7 +126,7 @@ def package_versions() -> dict:
 
 
 # Keys that say how a run is carried out, not what it computes: twins may differ in them.
-NOT_HASHED = ("resume", "skip_completed", "checkpoint")
+NOT_HASHED = ("resume", "skip_completed", "checkpoint", "outputs")
 
 
 def config_hash(cfg: DictConfig) -> str:
@@ -97,34 +135,42 @@ def config_hash(cfg: DictConfig) -> str:
     return fingerprint({k: v for k, v in resolved.items() if k not in NOT_HASHED})
 
 
-def outputs_root(run_dir: Path) -> Path:
-    """The folder all runs live under: the parent of `multirun/`, else `<root>/<stage>/<date>/<run>`."""
-    run_dir = Path(run_dir).resolve()
-    for parent in run_dir.parents:
-        if parent.name == "multirun":
-            return parent.parent
-    return run_dir.parents[2] if len(run_dir.parents) > 2 else run_dir.parent
+def completed_twins(roots: list[Path], stage: str, digest: str) -> list[tuple[Path, dict]]:
+    """Completed runs of `stage` with config hash `digest` under `roots` (only there), with their
+    run.json, in path order."""
+    found: dict[Path, tuple[Path, dict]] = {}
+    for root in roots:
+        for path in sorted(root.rglob(RUN_FILE)) if root.is_dir() else ():
+            try:
+                info = read_json(path)
+            except (OSError, ValueError):
+                continue
+            same = info.get("stage") == stage and info.get("config_hash") == digest
+            if same and info.get("status") == "completed":
+                found.setdefault(path.parent.resolve(), (path.parent, info))
+    return list(found.values())
 
 
-def find_twin(root: Path, stage: str, digest: str, exclude: Path) -> Path | None:
-    """A completed run of `stage` under `root` with config hash `digest` (not `exclude` itself)."""
-    if not root.is_dir():
-        return None
-    for path in sorted(root.rglob(RUN_FILE)):
-        if path.parent.resolve() == exclude.resolve():
-            continue
-        try:
-            info = read_json(path)
-        except (OSError, ValueError):
-            continue
-        same = info.get("stage") == stage and info.get("config_hash") == digest
-        if same and info.get("status") == "completed":
-            return path.parent
-    return None
+def _to_log_files(message: str) -> None:
+    """Write `message` to the run's log file only (Hydra's file handler), not to the console."""
+    record = logging.LogRecord("mto", logging.ERROR, __file__, 0, message, None, None)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
+
+
+def log_traceback(err: BaseException) -> None:
+    """The traceback of `err` into the run's log (the console gets one line)."""
+    _to_log_files("".join(traceback.format_exception(type(err), err, err.__traceback__)).rstrip())
 
 
 def _now() -> str:
     return _dt.datetime.now().astimezone().isoformat(timespec="seconds")
+
+
+# Space kept next to run.json from the start of a run, given back only to write its status when the
+# disk is full (ENOSPC): a run never stays `running` because its failure could not be recorded.
+RESERVE_FILE, RESERVE_BYTES = ".run.json.reserve", 256 * 1024
 
 
 class Run:
@@ -133,13 +179,16 @@ class Run:
         with Run(out_dir, cfg) as run:
             ...; run.record(data_fingerprint=...); run.figures(loss=...)
 
-    On entry `run.json` says `running`; on a clean exit `completed`; on an exception `failed`, with
-    the error in `run.json` and in the log, and the exception re-raised.
+    On entry the directory is locked (one writer) and `run.json` says `running`; on a clean exit
+    `completed`; on `Interrupted` (a signal, after a checkpoint) `interrupted`; on any other exception
+    `failed`, with the error in `run.json` and in the log, and the exception re-raised. In between,
+    SIGTERM/SIGUSR1/SIGUSR2/SIGINT stop the run (mto/signals.py) unless `signals=False`.
     """
 
-    def __init__(self, out_dir: Path, cfg: DictConfig):
+    def __init__(self, out_dir: Path, cfg: DictConfig, signals: bool = True):
         self.dir = Path(out_dir)
         self.cfg = cfg
+        self._signals: StopSignals | None = StopSignals(immediate=True) if signals else None
         previous = read_json(self.path) if self.path.is_file() else {}
         self.info: dict[str, Any] = {
             "stage": cfg.stage,
@@ -163,7 +212,30 @@ class Run:
         return self.dir / RUN_FILE
 
     def save(self) -> None:
-        atomic_write_json(self.path, self.info)
+        try:
+            atomic_write_json(self.path, self.info)
+        except OSError as err:
+            if err.errno not in (errno.ENOSPC, errno.EDQUOT) or not self._give_back_reserve():
+                raise
+            log.warning("disk full: writing %s into the space reserved for it", self.path)
+            atomic_write_json(self.path, self.info)
+
+    def _reserve(self) -> None:
+        path = self.dir / RESERVE_FILE
+        with open(path, "wb") as f:
+            try:
+                os.posix_fallocate(f.fileno(), 0, RESERVE_BYTES)
+            except OSError:  # a file system without fallocate: real zeros take the space too
+                f.write(bytes(RESERVE_BYTES))
+            f.flush()
+            os.fsync(f.fileno())
+
+    def _give_back_reserve(self) -> bool:
+        path = self.dir / RESERVE_FILE
+        if not path.exists():
+            return False
+        path.unlink()
+        return True
 
     def record(self, **fields: Any) -> None:
         """Set top-level fields of run.json (e.g. data_fingerprint, lineage) and save."""
@@ -177,25 +249,53 @@ class Run:
 
     def __enter__(self) -> Run:
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.save()
+        lock_run_dir(self.dir)
+        try:
+            self._reserve()
+            if self._signals is not None:
+                self._signals.__enter__()
+            self.save()
+        except BaseException:
+            self._release()
+            raise
         return self
 
     def __exit__(self, exc_type, exc, tb) -> bool:
+        signals = self._signals
+        try:
+            with signals.deferred() if signals is not None else contextlib.nullcontext():
+                self._finish(exc, signals)
+        finally:
+            self._release()
+        return False
+
+    def _finish(self, exc: BaseException | None, signals: StopSignals | None) -> None:
         self.info["end_time"] = _now()
+        signalled = signals is not None and signals.received is not None
         if exc is None:
             self.info["status"] = "completed"
-        elif isinstance(exc, Interrupted):  # a checkpoint is there
-            self.info["status"] = "interrupted"
+        elif isinstance(exc, Interrupted) or (signalled and isinstance(exc, SystemExit)):
+            self.info["status"] = "interrupted"  # a checkpoint is there (SystemExit: submitit requeues)
             log.warning("run interrupted: resume with `mto %s resume=%s`", self.info["stage"], self.dir)
         else:
             self.info["status"] = "failed"
             self.info["error"] = f"{type(exc).__name__}: {exc}"
             log.error("run failed: %s", self.info["error"])
-            log.debug("".join(traceback.format_exception(exc_type, exc, tb)))
-        self.save()
+            log.debug("".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
+        try:
+            self.save()
+        except OSError as err:
+            cause = f" after: {self.info['error']}" if "error" in self.info else ""
+            status = self.info["status"]
+            raise MtoError(f"{self.path}: cannot record status {status!r} ({err}){cause}") from err
         if exc is None:
             announce(self.dir, self.info["stage"])
-        return False
+
+    def _release(self) -> None:
+        self._give_back_reserve()
+        if self._signals is not None:
+            self._signals.__exit__(None, None, None)
+        unlock_run_dir(self.dir)
 
 
 # What a user does next with a completed run of a stage (shown with its directory).

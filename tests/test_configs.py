@@ -97,6 +97,7 @@ def test_the_config_accepts_the_registered_names_and_only_them():
         ("pipeline.stages=[match,fit]", r"^pipeline\.stages=\['match', 'fit'\]: expected stages in the"),
         ("pipeline.stages=[train,adapt]", r"^pipeline\.stages=\['train', 'adapt'\]: expected stages in the"),
         ("threads=0", r"^threads=0: expected an integer >= 1$"),
+        ("outputs=' '", r"^outputs=' ': expected a folder"),
         ("model.tokenizer_vocab_size=4", r"^model\.tokenizer_vocab_size=4: expected an integer >= 8$"),
     ],
 )

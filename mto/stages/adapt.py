@@ -138,7 +138,6 @@ def main(cfg: DictConfig) -> dict:
             checkpoint=checkpoint, resample=features_of if cfg.adapt.resample else None, step_log=tracking,
         )  # fmt: skip
         steps.save_model(model, tokenizer, out_dir / "model")
-        steps.drop_checkpoint(cfg, checkpoint)
         run.figures(
             adapt_loss=result.final_loss,
             adapt_steps=result.steps,

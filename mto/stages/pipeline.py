@@ -66,7 +66,9 @@ def main(cfg: DictConfig) -> dict:
     overrides = user_overrides()
     user_set = {o.split("=", 1)[0].lstrip("+~").split(".")[0] for o in overrides}
     dirs: dict[str, Path] = {}
-    with Run(out_dir, cfg) as run:
+    # signals=False: a stage's own process handles its signals (stopping this one would kill it).
+    with Run(out_dir, cfg, signals=False) as run:
+        run.record(data_fingerprint=steps.data_fingerprint(cfg))  # what a twin of the pipeline must share
         for number, stage in enumerate(stages, start=1):
             stage_dir = (out_dir / f"{number}_{stage}").resolve()
             run_stage(stage, overrides + stage_arguments(stage, dirs, user_set), stage_dir)

@@ -8,9 +8,9 @@ import math
 import os
 import shutil
 import sys
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import NoReturn
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
@@ -23,40 +23,53 @@ from mto.config import MtoConfig, conf_dir
 from mto.errors import ConfigError, Interrupted, MtoError, exit_report
 from mto.matching import auto_template
 from mto.models import load_tokenizer_and_model, sentinel
-from mto.runs import RUN_FILE, atomic_write_json, config_hash, find_twin, outputs_root, read_json
+from mto.runlock import locked
+from mto.runs import (
+    RUN_FILE,
+    atomic_write_json,
+    completed_twins,
+    config_hash,
+    follow_umask,
+    log_traceback,
+    make_temp_dir,
+    read_json,
+)
+from mto.signals import test_hook
 from mto.tasks import SPLITS, TaskData, load_task
 from mto.templates import GroupedTemplate, Template, fill
-from mto.training.checkpoint import Checkpoint
+from mto.training.checkpoint import CHECKPOINTS, Checkpoint
 from mto.training.runtime import device, resolve_precision, seed_everything, set_threads
 
 log = logging.getLogger("mto")
 
 
 def stage_main(fn: Callable[[DictConfig], dict]) -> Callable[[DictConfig], float]:
-    """Wrap a stage's Hydra task function so a user error in a single run ends as one line on
-    stderr and exit code 2. In a multirun the error is re-raised for Hydra, which goes on with the
+    """Wrap a stage's Hydra task function: one process per job, one writer per run directory (its
+    lock), completed twins skipped, the checkpoint dropped once the run is completed, and every failure
+    ending a single run as one line on stderr (the traceback in the run's log) and exit code 2 (3:
+    interrupted, resumable). In a multirun the error is re-raised for Hydra, which goes on with the
     other jobs and reports the failure at the end. The stage's figures become the one float a sweeper
     optimises (`optimized_value`)."""
 
     @functools.wraps(fn)
     def task(cfg: DictConfig) -> float:
-        skip_completed = cfg.skip_completed
-        if skip_completed is None:  # on in a sweep, off for one run
-            skip_completed = HydraConfig.get().mode == RunMode.MULTIRUN
-        if skip_completed:
-            twin = find_twin(outputs_root(job_dir()), cfg.stage, config_hash(cfg), job_dir())
-            if twin is not None:
-                return optimized_value(cfg, skip(cfg, twin))
+        multirun = HydraConfig.get().mode == RunMode.MULTIRUN
+        # A full disk must not turn every log line into a logging traceback: the run's error says it.
+        logging.raiseExceptions = False
         try:
-            return optimized_value(cfg, fn(cfg))
-        except (MtoError, OmegaConfBaseException, Interrupted) as err:
-            if HydraConfig.get().mode == RunMode.MULTIRUN:
-                raise
-            message, code = exit_report(err, one_line=True)
-            if isinstance(err, Interrupted):
-                message += f"; resume with `mto {cfg.stage} resume={job_dir()}`"
-            sys.stderr.write(f"mto {cfg.stage}: {message}\n")
-            raise SystemExit(code) from None
+            refuse_multi_process()
+            with locked(job_dir()):
+                skip_completed = cfg.skip_completed
+                if skip_completed is None:  # on in a sweep, off for one run
+                    skip_completed = multirun
+                twin = find_completed_twin(cfg) if skip_completed else None
+                if twin is not None:
+                    return optimized_value(cfg, skip(cfg, twin))
+                result = fn(cfg)
+                drop_checkpoint(cfg)
+                return optimized_value(cfg, result)
+        except Exception as err:
+            report_failure(cfg, err, multirun)
 
     return task
 
@@ -85,33 +98,121 @@ def optimized_value(cfg: DictConfig, figures: dict) -> float:
     return math.nan
 
 
+def report_failure(cfg: DictConfig, err: Exception, multirun: bool) -> NoReturn:
+    """End the job on `err`: one line on stderr and its exit code (re-raised in a multirun)."""
+    known = isinstance(err, (MtoError, OmegaConfBaseException, Interrupted))
+    if known:
+        message, code = exit_report(err, one_line=True)
+    else:  # not ours (a runtime or OS error): its type and first line; the traceback goes to the log
+        lines = str(err).strip().splitlines()
+        message, code = f"error: {type(err).__name__}: {lines[0] if lines else ''}".rstrip(": "), 2
+        message += f" (traceback in {job_dir() / HydraConfig.get().job.name}.log)"
+    if not known or err.__cause__ is not None:  # a plain MtoError says all in its line
+        log_traceback(err)
+    if multirun:
+        if known:
+            raise err
+        raise MtoError(message.removeprefix("error: ")) from err
+    if isinstance(err, Interrupted):
+        message += f"; resume with `mto {cfg.stage} resume={job_dir()}`"
+    sys.stderr.write(f"mto {cfg.stage}: {message}\n")
+    raise SystemExit(code) from None
+
+
+def refuse_multi_process() -> None:
+    """Refuse a job started as several processes (torchrun, hydra.launcher.tasks_per_node > 1): each
+    would train the same run on its own. Until multi-process training lands, one process per job."""
+    world = os.environ.get("WORLD_SIZE", "1")
+    if world.isdigit() and int(world) > 1:
+        raise ConfigError(
+            f"started as {world} processes (WORLD_SIZE={world}, e.g. torchrun --nproc_per_node {world}): "
+            "multi-process training is not supported yet; start one process"
+        )
+    if os.environ.get("SUBMITIT_EXECUTOR"):
+        import submitit
+
+        tasks = submitit.JobEnvironment().num_tasks
+        if tasks > 1:
+            raise ConfigError(
+                f"the launcher started {tasks} tasks for this job (hydra.launcher.tasks_per_node or nodes): "
+                "multi-process training is not supported yet; set hydra.launcher.tasks_per_node=1"
+            )
+
+
+def twin_roots(cfg: DictConfig) -> list[Path]:
+    """Where completed twins are looked for: the configured outputs root (`outputs`), and a sweep's
+    own folder when `hydra.sweep.dir` puts it elsewhere. Nothing above them is searched."""
+    hydra = HydraConfig.get()
+    cwd = Path(hydra.runtime.cwd)
+    roots = [(cwd / str(cfg.outputs)).resolve()]
+    if hydra.mode == RunMode.MULTIRUN:
+        sweep = (cwd / str(hydra.sweep.dir)).resolve()
+        if not sweep.is_relative_to(roots[0]):
+            roots.append(sweep)
+    return roots
+
+
+def find_completed_twin(cfg: DictConfig) -> Path | None:
+    """A completed run of the same stage, config hash and data fingerprint (this job's own directory
+    included: a requeued job that had completed is not run again)."""
+    twins = completed_twins(twin_roots(cfg), cfg.stage, config_hash(cfg))
+    data = data_fingerprint(cfg) if twins else None  # the data is read only when a twin may exist
+    for folder, info in twins:
+        if data is not None and info.get("data_fingerprint") == data:
+            return folder
+    if twins:
+        log.info("the completed twins of this %s read other data (or none could be read): running", cfg.stage)
+    return None
+
+
+def data_fingerprint(cfg: DictConfig) -> str | None:
+    """The fingerprint of the data this job reads (after `run=` inheritance), or None if unreadable."""
+    from mto.config import typed
+
+    try:
+        if cfg.get("run"):
+            from mto.stages.inherit import inherit_from_run
+
+            cfg, _ = inherit_from_run(cfg, cfg.run)
+        return load_task(typed(cfg).data).fingerprint
+    except Exception as err:  # noqa: BLE001 - the stage itself reports it when it reads the data
+        log.info("data fingerprint unavailable (%s)", err)
+        return None
+
+
 def skip(cfg: DictConfig, twin: Path) -> dict:
     """Record in this job's directory that its completed twin makes it unnecessary."""
-    log.info("skipping %s: a completed twin with the same config exists at %s", cfg.stage, twin)
     info = read_json(twin / RUN_FILE)
+    if twin.resolve() == job_dir().resolve():
+        log.info("%s already completed in %s: nothing to do", cfg.stage, twin)
+        return info.get("figures", {})
+    log.info("skipping %s: a completed twin with the same config and data exists at %s", cfg.stage, twin)
     atomic_write_json(job_dir() / RUN_FILE, {
         "stage": cfg.stage, "status": "skipped", "twin": str(twin), "config_hash": info["config_hash"],
-        "seed": cfg.seed, "figures": info.get("figures", {}), "template": info.get("template"),
+        "data_fingerprint": info.get("data_fingerprint"), "seed": cfg.seed,
+        "figures": info.get("figures", {}), "template": info.get("template"),
     })  # fmt: skip
     return info.get("figures", {})
 
 
 def checkpoint_for(cfg: MtoConfig) -> Checkpoint:
-    """This job's checkpoint folder; `resume=` must point at this very directory (the CLI sees to it)."""
-    folder = job_dir() / "checkpoint"
+    """This job's checkpoints; `resume=` must point at this very directory (the CLI sees to it)."""
+    checkpoint = Checkpoint(job_dir() / CHECKPOINTS, cfg.checkpoint.every)
     if cfg.resume and Path(cfg.resume).resolve() != job_dir().resolve():
         raise ConfigError(
             f"resume={cfg.resume}: expected the run directory itself (this job runs in {job_dir()})"
         )
-    if cfg.resume and not (folder / "state.pt").is_file():
+    if cfg.resume and not checkpoint.exists():
         log.warning("resume=%s: no checkpoint there; training starts from the beginning", cfg.resume)
-    return Checkpoint(folder, cfg.checkpoint.every)
+    return checkpoint
 
 
-def drop_checkpoint(cfg: MtoConfig, checkpoint: Checkpoint) -> None:
-    """A completed run needs no checkpoint (its model is saved) unless `checkpoint.keep`."""
-    if not cfg.checkpoint.keep:
-        shutil.rmtree(checkpoint.folder, ignore_errors=True)
+def drop_checkpoint(cfg: DictConfig) -> None:
+    """A completed run needs no checkpoint (its model is saved) unless `checkpoint.keep`. Removed only
+    once run.json says completed: a signal during the final save or evaluation resumes from it."""
+    folder = job_dir() / CHECKPOINTS
+    if not cfg.checkpoint.keep and folder.exists():
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def job_dir() -> Path:
@@ -198,13 +299,15 @@ def save_model(model, tokenizer, path: Path, state: tuning.TuningState | None = 
     """`save_pretrained` (safetensors) into a temporary folder, then rename: never half a model.
     A tuned model (tuning != full: `state` from `apply_tuning`) saves its adapter only (mto/tuning)."""
     path = Path(path)
-    tmp = Path(tempfile.mkdtemp(prefix=".model-", dir=path.parent))
+    test_hook("save-model")
+    tmp = make_temp_dir(path.parent, ".model-")
     try:
         if state is not None:
             tuning.save_tuned(model, tokenizer, tmp, state)
         else:
             model.save_pretrained(tmp)
             tokenizer.save_pretrained(tmp)
+        follow_umask(tmp)
         if path.exists():
             shutil.rmtree(path)
         os.replace(tmp, path)

@@ -89,7 +89,6 @@ def main(cfg: DictConfig) -> dict:
             lr=tuning.learning_rate(state, cfg.train.lr), validation=watch, step_log=tracking,
         )  # fmt: skip
         steps.save_model(model, tokenizer, out_dir / "model", state)
-        steps.drop_checkpoint(cfg, checkpoint)
         if watch is not None:
             run.figures(**validation_figures(watch, result))
         run.figures(

@@ -1,74 +1,72 @@
-"""Checkpoints of the training loop: the folder a run resumes from, and the signals that ask for one."""
+"""Checkpoints of the training loop: the folders a run resumes from, swapped so that a kill at any
+instant leaves the newest complete one in place. The signals that ask for one are in mto/signals.py."""
 
 from __future__ import annotations
 
 import logging
 import os
 import random
+import re
 import shutil
-import signal
-import tempfile
-import threading
+import uuid
 from pathlib import Path
 
 import torch
 
-from mto.errors import Interrupted
+from mto.errors import MtoError
+from mto.runs import follow_umask, fsync_dir, make_temp_dir
+from mto.signals import StopSignals, test_hook
+
+__all__ = ["CHECKPOINTS", "Checkpoint", "StopSignals", "rng_state", "set_rng_state", "test_hook"]
 
 log = logging.getLogger("mto")
 
-
-class StopSignals:
-    """Turns SIGTERM, SIGUSR1 and SIGUSR2 (what SLURM sends before preemption or the time limit;
-    submitit asks SLURM for USR2) into a flag the loop reads between steps, so a checkpoint is only
-    ever taken of a consistent state. After the checkpoint, the previous handler (e.g. submitit's,
-    which requeues the job) gets the signal."""
-
-    SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
-
-    def __init__(self) -> None:
-        self.received: int | None = None
-        self.previous: dict[int, object] = {}
-
-    def __enter__(self) -> StopSignals:
-        if threading.current_thread() is threading.main_thread():
-            for sig in self.SIGNALS:
-                self.previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum, frame) -> None:
-        log.warning("received signal %d: checkpointing at the end of this step", signum)
-        self.received = signum
-
-    def __exit__(self, *exc) -> None:
-        for sig, handler in self.previous.items():
-            signal.signal(sig, handler)
-
-    def forward(self) -> None:
-        """Hand the received signal to the handler that was there before us, or stop."""
-        handler = self.previous.get(self.received)
-        if callable(handler):
-            handler(self.received, None)
-        raise Interrupted(f"stopped by signal {self.received} after a checkpoint")
+CHECKPOINTS = "checkpoints"  # the folder in a run directory
+STEP_DIR = re.compile(r"step-(\d+)")
 
 
 class Checkpoint:
-    """`<run dir>/checkpoint/`: the trainable weights (safetensors), optimiser and scheduler states,
-    RNG states and the data position (remaining batches of the epoch and the sampler's state), written
-    to a temporary folder and renamed over the previous checkpoint, so a kill never leaves half of one.
-    Everything but the weights is loaded with `torch.load(weights_only=True)`."""
+    """`<run dir>/checkpoints/step-<N>/`: the trainable weights (safetensors), optimiser and scheduler
+    states, RNG states and the data position (remaining batches of the epoch and the sampler's state)
+    after N steps. Everything but the weights is loaded with `torch.load(weights_only=True)`.
+
+    A save writes a temporary folder (`.tmp-*`), fsyncs its files and itself, renames it to `step-<N>`,
+    fsyncs the parent, and only then removes the older checkpoints (each renamed to `.trash-*` first). So
+    a `step-*` folder is always complete, the newest one is never removed before a newer one is durable,
+    and a kill at any instant leaves at worst a hidden leftover, removed by the next save or load. A
+    resume takes the newest `step-*` folder that reads back (an unreadable one is set aside as
+    `.unreadable-*`, kept for inspection). Written by hand: no library swaps folders crash-safely."""
 
     def __init__(self, folder: Path, every: int = 0):
         self.folder = Path(folder)
         self.every = every
 
+    def complete(self) -> list[tuple[int, Path]]:
+        """(step, folder) of every complete checkpoint, newest first."""
+        if not self.folder.is_dir():
+            return []
+        found = [(int(m[1]), p) for p in self.folder.iterdir() if (m := STEP_DIR.fullmatch(p.name))]
+        return sorted(found, reverse=True)
+
     def exists(self) -> bool:
-        return (self.folder / "state.pt").is_file()
+        return bool(self.complete())
+
+    def clean(self) -> None:
+        """Remove what a killed save left behind (temporary and half-removed folders)."""
+        if self.folder.is_dir():
+            for path in [*self.folder.glob(".tmp-*"), *self.folder.glob(".trash-*")]:
+                shutil.rmtree(path, ignore_errors=True)
 
     def save(self, model, optimizer, scheduler, state: dict) -> None:
         from safetensors.torch import save_file
 
-        tmp = Path(tempfile.mkdtemp(prefix=".checkpoint-", dir=self.folder.parent))
+        step = int(state["step"])
+        if not self.folder.is_dir():
+            self.folder.mkdir(parents=True, exist_ok=True)
+            fsync_dir(self.folder.parent)
+        self.clean()
+        tmp = make_temp_dir(self.folder, ".tmp-")
+        final = self.folder / f"step-{step}"
         try:
             weights = {
                 n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad
@@ -84,31 +82,72 @@ class Checkpoint:
                 },
                 tmp / "state.pt",
             )
-            old = self.folder.with_name(".checkpoint-old")
-            if self.folder.exists():
-                os.replace(self.folder, old)
-            os.replace(tmp, self.folder)
-            shutil.rmtree(old, ignore_errors=True)
-        finally:
+            follow_umask(tmp)
+            for path in tmp.iterdir():
+                _fsync_file(path)
+            fsync_dir(tmp)
+            test_hook(f"checkpoint-written-{step}")
+            if final.exists():  # the same step again (after an unreadable newer one was set aside)
+                self._discard(final, step)
+            os.replace(tmp, final)
+        except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
-        log.info("checkpoint at step %d -> %s", state["step"], self.folder)
+            raise
+        fsync_dir(self.folder)
+        test_hook(f"checkpoint-renamed-{step}")
+        for _, older in self.complete():
+            if older != final:
+                self._discard(older, step)
+        log.info("checkpoint at step %d -> %s", step, final)
+
+    def _discard(self, path: Path, step: int) -> None:
+        """Remove a checkpoint folder: renamed first (atomic), so no `step-*` folder is ever partial."""
+        trash = self.folder / f".trash-{path.name}-{uuid.uuid4().hex[:8]}"
+        os.replace(path, trash)
+        test_hook(f"checkpoint-pruned-{step}")
+        shutil.rmtree(trash, ignore_errors=True)
 
     def load(self, model, optimizer, scheduler) -> dict:
+        """Restore the newest readable checkpoint into model, optimiser and scheduler; return its state."""
         from safetensors.torch import load_file
 
-        weights = load_file(str(self.folder / "trainable.safetensors"))
+        self.clean()
+        for _, path in self.complete():
+            try:  # both files are read before anything is restored
+                weights = load_file(str(path / "trainable.safetensors"))
+                state = torch.load(path / "state.pt", weights_only=True)
+            except Exception as err:  # noqa: BLE001 - any unreadable file: the next older checkpoint
+                aside = path.with_name(f".unreadable-{path.name}-{uuid.uuid4().hex[:8]}")
+                log.warning("checkpoint %s cannot be read (%s); set aside as %s", path, err, aside.name)
+                os.replace(path, aside)
+                continue
+            self._restore_weights(model, weights, path)
+            optimizer.load_state_dict(state.pop("optimizer"))
+            scheduler.load_state_dict(state.pop("scheduler"))
+            torch.set_rng_state(state.pop("torch_rng"))
+            cuda_rng = state.pop("cuda_rng")
+            if cuda_rng:
+                torch.cuda.set_rng_state_all(cuda_rng)
+            return state
+        raise MtoError(f"{self.folder}: no readable checkpoint (the unreadable ones are set aside there)")
+
+    @staticmethod
+    def _restore_weights(model, weights: dict, path: Path) -> None:
         params = dict(model.named_parameters())
+        for name, value in weights.items():
+            if name not in params or params[name].shape != value.shape:
+                raise MtoError(f"{path}: {name} {tuple(value.shape)} does not fit this run's model")
         with torch.no_grad():
             for name, value in weights.items():
                 params[name].copy_(value)
-        state = torch.load(self.folder / "state.pt", weights_only=True)
-        optimizer.load_state_dict(state.pop("optimizer"))
-        scheduler.load_state_dict(state.pop("scheduler"))
-        torch.set_rng_state(state.pop("torch_rng"))
-        cuda_rng = state.pop("cuda_rng")
-        if cuda_rng:
-            torch.cuda.set_rng_state_all(cuda_rng)
-        return state
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def rng_state(rng: random.Random) -> list:

@@ -17,7 +17,7 @@ from typing import Protocol
 
 import torch
 
-from mto.training.checkpoint import Checkpoint, StopSignals, rng_state, set_rng_state
+from mto.training.checkpoint import Checkpoint, StopSignals, rng_state, set_rng_state, test_hook
 from mto.training.features import collate, epoch_batches
 from mto.training.packing import pack, packed_forward
 from mto.training.runtime import autocast, device, progress_bar
@@ -118,8 +118,9 @@ def train_model(
     `resample(e)` must be deterministic in e, so a resumed run rebuilds the features it was training on.
 
     With `checkpoint`, the loop resumes from it when one exists, saves one every `checkpoint.every`
-    steps, and on SIGTERM/SIGUSR1 saves one and stops (`Interrupted`). A resumed run ends with the same
-    weights as an uninterrupted one: the data order, RNG and optimiser states all continue.
+    steps and after the last, and on SIGTERM/SIGUSR1/SIGUSR2/SIGINT saves one and stops (`Interrupted`).
+    A resumed run ends with the same weights as an uninterrupted one: the data order, RNG and optimiser
+    states all continue.
 
     With `validation`, the model is evaluated every `validation.every` steps and after the last one; the
     loop stops early when the watched figure stops improving, and ends with the best weights unless told
@@ -218,12 +219,15 @@ def train_model(
                 stopped_early, steps = True, step + 1
                 break
             progress.advance(task)
-            if checkpoint is not None and step + 1 < steps:
+            test_hook(f"step-{step + 1}")
+            if checkpoint is not None:
+                # After the last step too: it stays until the run is completed, so a signal during the
+                # final save or evaluation resumes without training again.
+                due = checkpoint.every and (step + 1) % checkpoint.every == 0
+                if due or step + 1 == steps or signals.received is not None:
+                    save(step + 1)
                 if signals.received is not None:
-                    save(step + 1)
-                    signals.forward()
-                if checkpoint.every and (step + 1) % checkpoint.every == 0:
-                    save(step + 1)
+                    signals.forward(f" after the checkpoint at step {step + 1}")
     seconds = max(time.perf_counter() - start, 1e-9)
     best = validation is not None and validation.keep_best and watch.restore_best(model)
     model.eval()

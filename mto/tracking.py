@@ -30,7 +30,7 @@ from typing import Any
 
 from mto.config import MtoConfig, plain
 from mto.errors import ConfigError
-from mto.runs import atomic_write_json, atomic_write_text, outputs_root, read_json
+from mto.runs import atomic_write_json, atomic_write_text, read_json
 
 log = logging.getLogger("mto")
 
@@ -71,11 +71,15 @@ def numbers(figures: dict) -> dict[str, float]:
 
 def runs_root(run_dir: Path) -> Path:
     """The folder the runs live under (MLflow's default store goes there, run names are relative to it):
-    the nearest `outputs/` above the run, else what the twin search takes (`mto.runs.outputs_root`)."""
-    for parent in Path(run_dir).resolve().parents:
+    the nearest `outputs/` above the run, else the parent of `multirun/`, else <root>/<stage>/<date>/<run>."""
+    run_dir = Path(run_dir).resolve()
+    for parent in run_dir.parents:
         if parent.name == "outputs":
             return parent
-    return outputs_root(run_dir)
+    for parent in run_dir.parents:
+        if parent.name == "multirun":
+            return parent.parent
+    return run_dir.parents[2] if len(run_dir.parents) > 2 else run_dir.parent
 
 
 class TensorBoard:

@@ -94,7 +94,7 @@ def optimized_value(cfg: DictConfig, figures: dict) -> float:
     sweep = HydraConfig.get().mode == RunMode.MULTIRUN
     if cfg.optimized_metric and sweep:
         raise ConfigError(message)
-    log.log(logging.WARNING if sweep or cfg.optimized_metric else logging.INFO, "%s; returning NaN", message)
+    log.log(logging.WARNING if sweep or cfg.optimized_metric else logging.DEBUG, "%s; returning NaN", message)
     return math.nan
 
 

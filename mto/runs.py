@@ -44,8 +44,8 @@ def _umask() -> int:
     return mask
 
 
-def fsync_dir(path: Path) -> None:
-    """Make the entries of folder `path` (a rename into it) survive a power loss."""
+def fsync_path(path: Path) -> None:
+    """Make file `path`'s bytes, or folder `path`'s entries (a rename into it), survive a power loss."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -82,7 +82,7 @@ def atomic_write_text(path: Path, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    fsync_dir(path.parent)
+    fsync_path(path.parent)
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:

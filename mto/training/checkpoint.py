@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from mto.errors import MtoError
-from mto.runs import follow_umask, fsync_dir, make_temp_dir
+from mto.runs import follow_umask, fsync_path, make_temp_dir
 from mto.signals import StopSignals, test_hook
 
 __all__ = ["CHECKPOINTS", "Checkpoint", "StopSignals", "rng_state", "set_rng_state", "test_hook"]
@@ -63,7 +63,7 @@ class Checkpoint:
         step = int(state["step"])
         if not self.folder.is_dir():
             self.folder.mkdir(parents=True, exist_ok=True)
-            fsync_dir(self.folder.parent)
+            fsync_path(self.folder.parent)
         self.clean()
         tmp = make_temp_dir(self.folder, ".tmp-")
         final = self.folder / f"step-{step}"
@@ -84,8 +84,8 @@ class Checkpoint:
             )
             follow_umask(tmp)
             for path in tmp.iterdir():
-                _fsync_file(path)
-            fsync_dir(tmp)
+                fsync_path(path)
+            fsync_path(tmp)
             test_hook(f"checkpoint-written-{step}")
             if final.exists():  # the same step again (after an unreadable newer one was set aside)
                 self._discard(final, step)
@@ -93,7 +93,7 @@ class Checkpoint:
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-        fsync_dir(self.folder)
+        fsync_path(self.folder)
         test_hook(f"checkpoint-renamed-{step}")
         for _, older in self.complete():
             if older != final:
@@ -140,14 +140,6 @@ class Checkpoint:
         with torch.no_grad():
             for name, value in weights.items():
                 params[name].copy_(value)
-
-
-def _fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def rng_state(rng: random.Random) -> list:

@@ -34,16 +34,27 @@ from mto.training.decoding import generate
 log = logging.getLogger("mto")
 
 
+def wants_dev_figures(cfg: MtoConfig) -> bool:
+    """Whether the dev sample is scored after training: for what a sweep optimises (`-m`, or
+    `optimized_metric` named) and when validation watched it (`eval.every`); a single run skips the cost."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    sweep = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+    return bool(sweep or cfg.optimized_metric or cfg.eval.every)
+
+
 def evaluate_all(
     model, tokenizer, task, template, cfg: MtoConfig, out_dir: Path, precision: str, run
 ) -> dict:
     """`eval.split` (metrics.json, predictions.jsonl), then each of `eval.extra_splits`
     (metrics_<split>.json, predictions_<split>.jsonl, figures prefixed `<split>_` in run.json), then,
-    unless already scored, the dev sample (`eval.dev_max_examples`): the `dev_*` figures sweeps optimise."""
+    unless already scored, the dev sample (`eval.dev_max_examples`, see `wants_dev_figures`): the `dev_*`
+    figures sweeps optimise."""
     metrics = evaluate(model, tokenizer, task, template, cfg, out_dir, precision)
     run.figures(**headline(metrics))
     extra_splits = list(cfg.eval.extra_splits)
-    dev_sample = "dev" not in extra_splits and has_split(task, "dev")
+    dev_sample = "dev" not in extra_splits and has_split(task, "dev") and wants_dev_figures(cfg)
     if cfg.eval.split == "dev":  # the dev figures are the main ones
         run.figures(**{f"dev_{k}": v for k, v in headline(metrics).items()})
         metrics.update({f"dev_{k}": v for k, v in headline(metrics).items()})

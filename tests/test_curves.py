@@ -56,7 +56,8 @@ def test_report_plots_loss_and_dev_curves_one_line_per_run(tmp_path, monkeypatch
     savefig = matplotlib.figure.Figure.savefig
 
     def keep(fig, path, **kwargs):
-        saved[Path(path).name] = fig
+        if isinstance(path, str | Path):  # the report's other plots are saved into memory buffers
+            saved[Path(path).name] = fig
         return savefig(fig, path, **kwargs)
 
     monkeypatch.setattr(matplotlib.figure.Figure, "savefig", keep)

@@ -24,13 +24,14 @@ def compose_eval(*overrides: str):
     ("overrides", "refusal"),
     [
         ([], "nothing trained to evaluate: model=tiny is built from scratch"),
-        (["model.name_or_path=/some/folder"], "nothing trained to evaluate: model=/some/folder"),
+        (["model.name_or_path=tiny2"], "nothing trained to evaluate: model=tiny2 is built from scratch"),
         (["run="], "run= is empty"),
         (["run=", "eval.allow_untrained=true"], "run= is empty"),
         # what is allowed: the baseline asked for, a checkpoint, an adapter, a run
         (["eval.allow_untrained=true"], None),
         (["model=t5-small"], None),
         (["model.name_or_path=/some/folder", "model.build=null"], None),
+        (["model.name_or_path=/some/folder"], None),  # a folder given is loaded, not built (issue 12.8)
         (["tuning=lora", "tuning.adapter=/some/run/model"], None),
         (["run=/some/run"], None),
     ],

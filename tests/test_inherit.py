@@ -99,7 +99,7 @@ def test_a_split_file_override_keeps_the_field_mapping(text2text_run, tmp_path):
     assert predictions[0]["input"] == "translate English to French: good night"  # its `input`
     proc = mto("eval", f"run={text2text_run}", "data.files.test=dev", *EVAL, cwd=tmp_path, check=False)
     assert proc.returncode == 2
-    assert "+data.files.test=dev" in proc.stderr and len(proc.stderr.strip().splitlines()) <= 4
+    assert "data.files.test" in proc.stderr and len(proc.stderr.strip().splitlines()) <= 4
     assert "Traceback" not in proc.stderr
 
 

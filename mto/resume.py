@@ -20,7 +20,8 @@ from mto.runs import RUN_FILE, read_json
 UNSET = "<unset>"
 
 # What a resumed run may set differently from the run it continues: how it runs, not what it computes.
-RESUME_MAY_CHANGE = ("threads", "checkpoint", "train.log_every", "skip_completed", "resume", "outputs")
+RESUME_MAY_CHANGE = ("threads", "checkpoint", "train.log_every", "skip_completed", "resume", "outputs", "log",
+                     "optimized_metric")
 # Never replayed from a run's files: enabling code is the user's own command line's alone.
 NEVER_REPLAYED = ("resume", "model.trust_remote_code")
 

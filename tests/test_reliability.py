@@ -214,6 +214,21 @@ def write_atomic(folder: Path, tail_suffix: str = "") -> None:
         (folder / f"{split}.tsv").write_text("".join(f"{h}\t{r}\t{t}{tail_suffix}\n" for h, r, t in rows))
 
 
+def test_the_config_hash_ignores_how_a_run_is_logged_but_not_what_it_computes():
+    from hydra import compose, initialize_config_dir
+
+    from mto.config import conf_dir
+    from mto.runs import config_hash
+
+    def digest(*overrides: str) -> str:
+        with initialize_config_dir(config_dir=str(conf_dir()), version_base=None):
+            return config_hash(compose(config_name="train", overrides=list(overrides)))
+
+    plain = digest()
+    assert digest("log.project=other", "optimized_metric=rougeL", "checkpoint.every=7") == plain
+    assert digest("train.lr=0.002") != plain  # control: a setting of the computation changes it
+
+
 def test_twins_share_config_and_data_and_are_searched_only_under_the_outputs_root(tmp_path):
     data = tmp_path / "atomic"
     write_atomic(data)

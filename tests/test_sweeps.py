@@ -236,7 +236,7 @@ def test_report_compares_runs_through_the_runs_they_started_from(tmp_path):
 
 
 def _records(root: Path):
-    from mto.stages.report import gather
+    from mto.reporting.records import gather
 
     records, _ = gather([str(root)])
     return records
@@ -247,7 +247,7 @@ def _texts(labels) -> list[str]:
 
 
 def test_fewshot_plot_says_what_it_shows(tmp_path):
-    from mto.stages.report import fewshot_figure
+    from mto.reporting.plots import fewshot_figure
 
     for i, (template, n_train, seed, rouge) in enumerate([
         ("mapping", 16, 1, 0.0), ("mapping", 16, 2, 0.4), ("mapping", 64, 1, 0.5), ("mapping", 64, 2, 0.5),
@@ -275,7 +275,7 @@ def test_fewshot_plot_says_what_it_shows(tmp_path):
 
 
 def test_without_a_fewshot_axis_the_report_draws_bars(tmp_path):
-    from mto.stages.report import fewshot_figure
+    from mto.reporting.plots import fewshot_figure
 
     for i, (template, seed, rouge) in enumerate([("mapping", 1, 0.3), ("mapping", 2, 0.5),
                                                  ("masked_prompting", 1, 0.7)]):  # fmt: skip
@@ -291,7 +291,7 @@ def test_without_a_fewshot_axis_the_report_draws_bars(tmp_path):
 
 
 def test_per_relation_plot_says_what_it_pools(tmp_path):
-    from mto.stages.report import relation_figure
+    from mto.reporting.plots import relation_figure
 
     for i, (template, n_train, seed, groups) in enumerate([
         ("mapping", 16, 1, {"xIntent": 0.9, "xNeed": 0.9}),  # a smaller size: not in the plot

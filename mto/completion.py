@@ -23,7 +23,7 @@ HYDRA_FLAGS = ("--multirun", "-m", "--cfg", "--resolve", "--info", "--help")
 # Keys whose value is a folder: completed with folders, not from the config.
 FOLDER_KEYS = ("run", "adapt_run", "match_run", "resume", "data.path", "model.name_or_path", "tuning.adapter",
                "hydra.run.dir", "hydra.sweep.dir")  # fmt: skip
-REPORT_OPTIONS = ("by=", "metric=", "lines=", "out=", "pool=", "html=")
+REPORT_OPTIONS = ("by=", "metric=", "lines=", "out=", "pool=", "html=", "mi=", "check=", "mixed_protocols=")
 REPORT_METRICS = ("exact_match", "rougeL", "rougeL_micro", "bleu", "distinct", "accuracy", "unmatched",
                   "dev_exact_match", "dev_rougeL", "train_loss")  # fmt: skip
 REPORT_KEYS = ("template", "model", "data", "objective", "tuning", "adaptation", "stage", "data.n_train",

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import ROOT, mto, read_json, run_dirs
+from conftest import ROOT, fake_run, mto, read_json, run_dirs
 
 from mto.tracking import read_steps
 
@@ -109,33 +109,6 @@ def test_sigterm_then_resume_gives_the_same_metrics(tmp_path):
 
 
 # ---------------------------------------------------------------- mto report
-
-
-def _merge(base: dict, extra: dict) -> dict:
-    for key, value in extra.items():
-        base[key] = _merge(base.get(key, {}), value) if isinstance(value, dict) else value
-    return base
-
-
-def fake_run(folder: Path, status: str, template: str, n_train, seed: int, rouge: float | None,
-             per_group: dict | None = None, twin: Path | None = None, extra: dict | None = None,
-             lineage: dict | None = None, stage: str = "train") -> Path:  # fmt: skip
-    """A run directory as a stage writes it; `extra` is merged into its config, `lineage` into run.json."""
-    (folder / ".hydra").mkdir(parents=True)
-    config = {"stage": stage, "seed": seed, "template": {"name": template}, "data": {"name": "synthetic",
-              "n_train": n_train, "sample_seed": "${seed}"}, "model": {"name_or_path": "tiny"},
-              "tuning": {"method": "full"}, "train": {"steps": 30}, "threads": None}  # fmt: skip
-    _merge(config, extra or {})
-    (folder / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
-    info = {"stage": stage, "status": status, "figures": {}, "lineage": lineage or {}}
-    if twin is not None:
-        info["twin"] = str(twin)
-    (folder / "run.json").write_text(json.dumps(info))
-    if rouge is not None:
-        per_group = per_group or {"xIntent": rouge}
-        metrics = {"rougeL": rouge, "exact_match": rouge / 2, "rougeL_per_group": per_group}
-        (folder / "metrics.json").write_text(json.dumps(metrics))
-    return folder
 
 
 def test_report_on_a_sweep_with_a_failed_run(tmp_path):

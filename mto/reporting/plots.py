@@ -161,3 +161,40 @@ def png(fig) -> bytes:
     fig.savefig(buffer, format="png", dpi=120)
     pyplot().close(fig)
     return buffer.getvalue()
+
+
+def mi_figure(title: str, panel: dict, threshold: float | None, overall: str = "overall"):
+    """MI against the few-shot size for one setting x template pair (`panel`: relation -> size -> row of
+    mto/reporting/mi.py), one line per relation, the overall MI in black, the decision threshold dashed.
+    None with fewer than two sizes (the table says it all)."""
+    sizes = sorted(
+        {x for by_size in panel.values() for x in by_size}, key=lambda x: math.inf if x is None else x
+    )
+    if len(sizes) < 2:
+        return None
+    plt = pyplot()
+    finite = [x for x in sizes if x is not None]
+    full_at = finite[-1] * 2 if finite else 1.0
+    position = {x: full_at if x is None else x for x in sizes}
+    many = len(panel) > 8  # the legend goes beside the plot
+    fig, ax = plt.subplots(figsize=(8.5 if many else 6.5, 4.2))
+    for relation, by_size in panel.items():
+        xs = [x for x in sizes if x in by_size]
+        style = {"color": "black", "linewidth": 2.5} if relation == overall else {"linewidth": 1.2}
+        ax.plot(
+            [position[x] for x in xs], [by_size[x]["mi"] for x in xs], marker="o", label=relation, **style
+        )
+    if threshold is not None:
+        ax.axhline(threshold, color="grey", linestyle="--", linewidth=1, label=f"threshold {threshold}")
+    if len(finite) > 1 and finite[-1] / max(finite[0], 1e-9) >= 4:
+        ax.set_xscale("log")
+    ax.set_xticks([position[x] for x in sizes], [_size_label(x) for x in sizes])
+    ax.minorticks_off()
+    ax.set_title(f"maskability index vs few-shot size (DR: mean over seeds)\n{title}", fontsize=10)
+    ax.set_xlabel(f"training size per relation ({FEWSHOT_KEY})")
+    ax.set_ylabel("MI = (DR_mapping - DR_filling) / DR_mapping")
+    beside = {"loc": "center left", "bbox_to_anchor": (1.0, 0.5)} if many else {}
+    ax.legend(title="relation", fontsize="small", **beside)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig

@@ -59,8 +59,9 @@ def _lineage_text(record: RunRecord) -> str:
 
 
 def to_html(rows: list[dict], by: list[str], metric: str, other: list[RunRecord], plots: dict[str, bytes],
-            notes: list[str], sources: list[str]) -> str:  # fmt: skip
-    """One self-contained page: the table, the plots as base64 PNGs, each row's runs and their lineage."""
+            notes: list[str], sources: list[str], extra: str = "") -> str:  # fmt: skip
+    """One self-contained page: the table, the plots as base64 PNGs, each row's runs and their lineage;
+    `extra` (HTML, e.g. the MI tables) after the plots."""
     esc = html.escape
     head = "".join(f"<th>{esc(short_key(k))}</th>" for k in by)
     body = []
@@ -100,7 +101,7 @@ def to_html(rows: list[dict], by: list[str], metric: str, other: list[RunRecord]
         f"<h1>{esc(metric)}: mean ± std over seeds</h1>"
         f"<p>Runs from {esc(', '.join(sources))}; generated {esc(when)}.</p>{warnings}"
         f'<table id="summary"><tr>{head}<th>{esc(metric)} (mean ± std)</th><th>runs</th></tr>{"".join(body)}'
-        f"</table><h2>Plots</h2>{figures or '<p>No plots.</p>'}"
+        f"</table><h2>Plots</h2>{figures or '<p>No plots.</p>'}{extra}"
         f"<h2>Runs and their lineage</h2>{''.join(groups)}"
         + (f"<h2>Runs without results</h2><ul>{missing}</ul>" if missing else "")
         + "</body></html>\n"
@@ -119,3 +120,18 @@ def show(rows: list[dict], by: list[str], metric: str, other: list[RunRecord]) -
     console.print(table)
     for record in other:
         console.print(f"[yellow]{record.status}[/yellow]: {record.path}")
+
+
+def show_mi(panels: dict[str, dict]) -> None:
+    """The MI tables of mto/reporting/mi.py on the console: per setting x pair, relations by few-shot size."""
+    console = Console()
+    for title, panel in panels.items():
+        sizes = sorted({x for by_size in panel.values() for x in by_size}, key=lambda x: (x is None, x or 0))
+        console.print(f"maskability index: {title}", soft_wrap=True)  # a table's title wraps to its width
+        table = Table()
+        table.add_column("relation")
+        for x in sizes:
+            table.add_column("n=full" if x is None else f"n={x}", justify="right")
+        for relation, by_size in panel.items():
+            table.add_row(relation, *(f"{by_size[x]['mi']:.3f}" if x in by_size else "-" for x in sizes))
+        console.print(table)

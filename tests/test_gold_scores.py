@@ -127,3 +127,9 @@ def test_each_gold_rendering_is_scored_once(tiny_world):
     without = Template.from_config(TemplateConfig(name="u", objective="mapping", source="{head}",
                                                   target="{relation}"), {})  # fmt: skip
     assert gold_targets(without, [example], tokenizer) == ([("PersonX eats", "xWant")], [0])
+    # text2text keeps its gold in `target` too: each reference is scored
+    record = {"source": "good night", "target": "bonne nuit", "tail": "bonne nuit",
+              "tails": ["bonne nuit", "bonsoir"], "group": "all"}  # fmt: skip
+    text2text = Template.from_config(TemplateConfig(name="v", objective="mapping", source="{source}",
+                                                    target="{target}"), {})  # fmt: skip
+    assert [t for _, t in gold_targets(text2text, [record], tokenizer)[0]] == ["bonne nuit", "bonsoir"]

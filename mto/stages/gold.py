@@ -1,9 +1,10 @@
 """The gold targets' scores of an evaluation (`eval.gold_scores`, on by default): for each test query,
 its gold answers fed to the model by teacher forcing (mto/training/scoring.py), beside what it generated.
 
-Each gold tail of a query is scored (one (source, target) pair per gold, as `mto match
-match.method=depth_rank` and the authors' code score each (head, tail) pair; renderings that come out
-the same, e.g. a template without `{tail}`, are scored once). A record of predictions.jsonl gets
+Each gold of a query (its `tails`: ATOMIC's tails, text2text's targets, QA's one answer) is scored: one
+(source, target) pair per gold, as `mto match match.method=depth_rank` and the authors' code score each
+(head, tail) pair; renderings that come out the same (a template that says no gold, e.g. `{label}`)
+are scored once. A record of predictions.jsonl gets
   - `gold_nll`: the mean per-token NLL of the gold target, every target token counted (the sentinel and
     EOS too): the query's training loss; `gold_nll_sum`: its sum over the target's tokens;
   - `depth_rank`: the mean 1-based rank of the gold answer tokens (sentinels and special tokens
@@ -27,13 +28,24 @@ from mto.training.scoring import GoldScore, gold_scores
 FIGURES = ("gold_nll", "depth_rank")  # the headline figures (run.json, the eval table, dev_* in training)
 
 
+# The fields a record holds its (first) gold answer in, by task: `tail` (all), `target` (text2text),
+# `answer` (QA); a template's target names one of them.
+GOLD_FIELDS = ("tail", "target", "answer")
+
+
+def with_gold(example: dict, gold: str) -> dict:
+    """`example` with `gold` in place of its first gold answer, in each field of GOLD_FIELDS holding it."""
+    first = example.get("tail")
+    return {**example, **{k: gold for k in GOLD_FIELDS if k in example and example[k] == first}}
+
+
 def gold_targets(template, examples: list[dict], tokenizer) -> tuple[list[tuple[str, str]], list[int]]:
-    """One rendered (source, target) pair per gold tail of each example (its `tails`; the example as it
-    is without them), the same rendering once per example; and the example index of each pair."""
+    """One rendered (source, target) pair per gold of each example (its `tails`; the example as it is
+    without them), the same rendering once per example; and the example index of each pair."""
     variants, owners = [], []
     for i, ex in enumerate(examples):
         for gold in ex.get("tails") or [None]:
-            variants.append(ex if gold is None else {**ex, "tail": gold})
+            variants.append(ex if gold is None else with_gold(ex, gold))
             owners.append(i)
     pairs, kept = [], []
     seen: set[tuple[int, tuple[str, str]]] = set()

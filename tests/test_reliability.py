@@ -386,7 +386,8 @@ def test_a_signal_to_mto_run_is_passed_on_to_the_stage_it_runs(tmp_path):
     assert proc.returncode == 3, proc.stderr
     *stage_says, pipeline_says = error_lines(proc)  # each process says why it stopped, the stage first
     assert stage_says and stage_says[0].startswith("mto train: error: stopped by signal")
-    assert pipeline_says.startswith("mto run: error: stopped by signal") and "mto run resume=" in pipeline_says
+    assert pipeline_says.startswith("mto run: error: stopped by signal")
+    assert "mto run resume=" in pipeline_says
     pipeline, stage = tmp_path / "p", tmp_path / "p" / "1_train"
     assert read_json(pipeline / "run.json")["status"] == "interrupted"
     assert read_json(stage / "run.json")["status"] == "interrupted"
@@ -394,7 +395,8 @@ def test_a_signal_to_mto_run_is_passed_on_to_the_stage_it_runs(tmp_path):
     at = int(checkpoint.name.split("-")[1])
     assert 6 <= at < 100000
     # `mto run resume=` resumes the interrupted stage from its checkpoint (stopped again a few steps on).
-    proc = run("run", f"resume={pipeline}", cwd=tmp_path, env={"MTO_TEST_SIGNAL_AT": f"step-{at + 3}:USR1@parent"})
+    again = {"MTO_TEST_SIGNAL_AT": f"step-{at + 3}:USR1@parent"}
+    proc = run("run", f"resume={pipeline}", cwd=tmp_path, env=again)
     assert proc.returncode == 3, proc.stderr
     assert f"resuming train from the checkpoint at step {at}" in (stage / "train.log").read_text()
     (checkpoint,) = (stage / "checkpoints").glob("step-*")

@@ -60,8 +60,10 @@ T5_SMALL_DIMS = [
     "model.build.num_decoder_layers=6",
     "model.tokenizer_vocab_size=8000",
 ]
-# Steps and evaluation examples, full and --quick (quick: sized so that 3 repeats of 3 arms on both
-# workloads fit in 10 minutes on a quiet 2-core machine; see README: Speed).
+# Steps and evaluation examples, full and --quick. Quick is sized for `make bench` in under 10 minutes on
+# a quiet 2-core machine, estimated from one quick repeat measured on a busy one (README: Speed): 3
+# repeats x 3 arms x 2 workloads start 24 processes of about 12 s each (imports, loading, saving), about
+# 6 minutes before any step; t5-small steps cost about 1.4 s (baseline, mto) and tiny ones 0.06 s.
 WORKLOADS = {
     "tiny": {
         "title": "(a) tiny T5 (model=tiny) on the synthetic default (data=synthetic)",
@@ -76,7 +78,7 @@ WORKLOADS = {
         "no dropout, tied embeddings) on ATOMIC-2020",
         "overrides": ["model=tiny", *T5_SMALL_DIMS, "data=atomic", f"data.path={ATOMIC}"],
         "steps": 200,
-        "quick_steps": 12,
+        "quick_steps": 10,
         "eval_examples": 1024,
         "quick_eval_examples": 128,
     },

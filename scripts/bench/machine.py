@@ -121,7 +121,7 @@ class Quiet:
                 f"({self.spent_s + time.monotonic() - start:.0f}/{self.budget_s:.0f} s)",
                 flush=True,
             )
-            time.sleep(10)
+            time.sleep(max(0.0, min(10.0, self.budget_s - self.spent_s - (time.monotonic() - start) - 1)))
             busy = cpu_busy(1.0)
         waited = time.monotonic() - start
         self.spent_s += waited

@@ -10,7 +10,7 @@ import torch
 from transformers import T5Config, T5ForConditionalGeneration
 
 from mto.errors import ConfigError
-from mto.training import packing
+from mto.training import packing as packing_module
 from mto.training.features import collate
 from mto.training.packing import (
     assign_rows,
@@ -122,7 +122,8 @@ def test_rows_hold_whole_examples_within_the_bucketed_lengths():
 
 def test_longer_rows_are_chosen_when_they_compute_fewer_positions(monkeypatch):
     rng = random.Random(0)
-    lengths = [([rng.randint(4, 24) for _ in range(32)], [rng.randint(2, 10) for _ in range(32)]) for _ in range(50)]
+    lengths = [([rng.randint(4, 24) for _ in range(32)], [rng.randint(2, 10) for _ in range(32)])
+               for _ in range(50)]  # fmt: skip
 
     def computed(src: list[int], tgt: list[int], cap_src: int, cap_tgt: int) -> int:
         return len(assign_rows(src, tgt, cap_src, cap_tgt)) * (cap_src + cap_tgt)
@@ -136,7 +137,7 @@ def test_longer_rows_are_chosen_when_they_compute_fewer_positions(monkeypatch):
         return sum(shares) / len(shares)
 
     chosen = padding_share()
-    monkeypatch.setattr(packing, "WIDEST", 1)  # the control: rows only as long as the longest example
+    monkeypatch.setattr(packing_module, "WIDEST", 1)  # the control: rows only as long as the longest example
     shortest = padding_share()
     assert chosen < 0.7 * shortest, (chosen, shortest)  # here 0.14 against 0.23
 

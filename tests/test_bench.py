@@ -94,8 +94,10 @@ def test_mto_padding_counts_padded_positions_by_hand():
     prep = {"features": features, "train_cfg": {"batch_size": 4}, "seed": 0, "pad_id": 0, "start_id": 0}
     pad = mto_padding(prep, steps=1)
     assert pad["mto"] == pytest.approx(1 - 24 / (4 * 8 + 4 * 4))  # padded to the longest: 48 positions
-    # packed into rows of 8 + 8 (both rounded up to 8): the 8-token source alone, then 4 + 2 + 2 -> 2 rows
-    assert pad["packed"] == pytest.approx(1 - 24 / (2 * 8 + 2 * 8))
+    # packed: rows of 8 + 8 (the longest, rounded up to 8) would take 2 rows, 32 positions; the packer
+    # chooses rows of 16 + 8, which hold all four examples: 24 positions, no padding
+    assert pad["packed"] == pytest.approx(0.0)
+    assert pad["mto"] > 0.4  # the control: the same batch unpacked
 
 
 def fake_workload(base_tps, packed_tps, loads) -> dict:

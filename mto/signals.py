@@ -24,6 +24,7 @@ import signal
 import threading
 from collections.abc import Iterator
 
+from mto import world
 from mto.errors import Interrupted
 
 log = logging.getLogger("mto")
@@ -31,8 +32,9 @@ log = logging.getLogger("mto")
 # Test-only: `MTO_TEST_SIGNAL_AT=<point>:<SIGNAL>[,<point>:<SIGNAL>...]` makes this process raise SIGNAL
 # (TERM, USR1, KILL, STOP, ...) to itself when it reaches <point> (`step-30`: after training step 30;
 # `checkpoint-written-40`, `checkpoint-renamed-40`, `checkpoint-pruned-40`: inside the checkpoint swap at
-# step 40; `save-model`: before the final model is written). Tests use it to interrupt a run at an exact
-# place instead of racing the wall clock; nothing else sets it.
+# step 40; `save-model`: before the final model is written). `<point>@<rank>:<SIGNAL>` raises it in the
+# process of that rank only (a job of several processes, mto/world.py). Tests use it to interrupt a run at
+# an exact place instead of racing the wall clock; nothing else sets it.
 TEST_SIGNAL_ENV = "MTO_TEST_SIGNAL_AT"
 
 
@@ -43,7 +45,8 @@ def test_hook(point: str) -> None:
         return
     for item in spec.split(","):
         where, _, name = item.strip().rpartition(":")
-        if where == point:
+        where, _, rank = where.partition("@")
+        if where == point and (not rank or int(rank) == world.rank()):
             signal.raise_signal(getattr(signal, f"SIG{name.upper()}"))
 
 

@@ -21,6 +21,7 @@ from omegaconf import DictConfig
 from rich.console import Console
 from rich.table import Table
 
+from mto import world
 from mto.config import MtoConfig, typed
 from mto.errors import ConfigError
 from mto.metrics import figures, score
@@ -90,7 +91,8 @@ def evaluate(
     """Score one split (default `eval.split`) on its first `max_examples` examples (default
     `eval.max_examples`); write predictions.jsonl and metrics.json (suffixed with the split's name when
     it is not `eval.split`) into `out_dir` (None: write and show nothing); return the metrics (generation:
-    exact match, ROUGE-L, BLEU, distinct; choice: accuracy, unmatched share)."""
+    exact match, ROUGE-L, BLEU, distinct; choice: accuracy, unmatched share). Run by every process of a
+    job: each decodes its share of the batches (`generate`), and all score the gathered outputs."""
     split = split or cfg.eval.split
     suffix = "" if split == cfg.eval.split else f"_{split}"
     examples = task.split(split)
@@ -109,7 +111,7 @@ def evaluate(
     summary["eval_examples_per_s"] = len(examples) / seconds
     summary["metric"] = task.metric
     summary["figures"] = figures(task.metric, cfg.eval)  # shown in the table and kept in run.json
-    if out_dir is None:
+    if out_dir is None or not world.is_main():  # several processes: each scored all, rank 0 writes
         return summary
     lines = []
     for ex, (source, _), pred, scores in zip(examples, pairs, predictions, per_example, strict=True):

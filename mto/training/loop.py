@@ -231,12 +231,6 @@ def train_model(
             batch_ids = batches.pop()
             loss_sum = optimiser_step(step, batch_ids)
             test_hook(f"step-{step + 1}")
-            # The step's loss over the global batch and any stop signal, the same on every process.
-            total, stop_signal = distributed.step_figures(acc, loss_sum, signals.received)
-            if stop_signal and signals.received is None:  # another process received it
-                signals.received = stop_signal
-            recent.append(total / sum(len(features[i]["labels"]) for i in batch_ids))
-            recent = recent[-max(1, cfg.log_every) :]
             n_examples += len(batch_ids)
             tokens = sum(len(features[i]["input_ids"]) + len(features[i]["labels"]) for i in batch_ids)
             n_tokens += tokens
@@ -250,6 +244,13 @@ def train_model(
                 if step_log is not None:
                     step_log.log(step + 1, figures)
                 stop = watch.should_stop and step + 1 < steps
+            # The step's loss over the global batch, and any stop signal received until now (during the
+            # evaluation too): the same on every process.
+            total, stop_signal = distributed.step_figures(acc, loss_sum, signals.received)
+            if stop_signal and signals.received is None:  # another process received it
+                signals.received = stop_signal
+            recent.append(total / sum(len(features[i]["labels"]) for i in batch_ids))
+            recent = recent[-max(1, cfg.log_every) :]
             if (step + 1) % cfg.log_every == 0 or step + 1 == steps or stop:
                 mean = sum(recent) / len(recent)
                 lr = scheduler.get_last_lr()[0]

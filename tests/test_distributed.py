@@ -170,8 +170,9 @@ def train_in_a_world(*overrides: str) -> dict:
     """One worker of `launch_workers`: joins the others (gloo), trains; rank 0 returns what it got."""
     from mto import world
     from mto.training import distributed
+    from mto.training.runtime import device
 
-    distributed.join(torch.device("cpu"))
+    distributed.join(device())  # gloo on this CPU, nccl on GPUs
     losses, weights = train_tiny(*overrides)
     return {"losses": losses, "weights": weights} if world.is_main() else {}
 

@@ -134,6 +134,7 @@ def spawn(cfg: DictConfig, fn) -> dict:
     from mto.stages.steps import job_dir
 
     n, dev = int(cfg.train.devices), device()
+    distributed.check_split(cfg.train, n)  # refused here, before N processes start only to refuse it
     if dev.type == "mps":
         raise ConfigError(f"train.devices={n}: Apple's MPS is one device; set train.devices=1")
     if dev.type == "cuda" and n > (count := distributed.cuda_count()):

@@ -126,6 +126,23 @@ def test_the_test_hook_can_name_the_rank(monkeypatch):
         signal.signal(signal.SIGUSR1, previous)
 
 
+def test_one_process_may_train_in_one_precision_then_another(tiny_world):
+    """accelerate keeps one precision per process; mto starts its one-process state afresh when the next
+    training asks for another (tests, `mto match`'s fine-tunings)."""
+    import copy
+
+    from mto.config import TrainConfig
+    from mto.training.features import tokenize_pairs
+    from mto.training.loop import train_model
+
+    _, tokenizer, built = tiny_world
+    features = tokenize_pairs(tokenizer, [("a b c", "d"), ("e f", "g h")], 16, 8)
+    for precision in ("bf16", "fp32", "bf16"):
+        result = train_model(copy.deepcopy(built), tokenizer, features, TrainConfig(steps=2, batch_size=2),
+                             precision, 0)  # fmt: skip
+        assert result.steps == 2
+
+
 # ------------------------------------------------------------------------------ 2 processes train as 1
 
 STEPS = 20
@@ -257,6 +274,21 @@ def test_submitit_with_two_tasks_makes_one_run(tmp_path):
     assert read_json(folder / "run.json")["status"] == "completed"
     assert (folder / "train.log").read_text().count("train step 12/12") == 1
     assert (folder / "predictions.jsonl").is_file() and (folder / "model").is_dir()
+
+
+@pytest.mark.slurm
+def test_a_slurm_job_with_two_tasks_makes_one_run(slurm, tmp_path):
+    """The real thing behind conf/hydra/launcher/slurm_gpu_ddp.yaml, on CPUs: 2 tasks of one job (srun),
+    each reading its rank from SLURM through submitit, train one run."""
+    proc = run("train", "-m", "hydra/launcher=slurm_cpu", "hydra.launcher.tasks_per_node=2",
+               "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=4", "hydra.launcher.timeout_min=10",
+               *ARGS, cwd=tmp_path)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    (folder,) = run_dirs(tmp_path / "outputs")
+    assert read_json(folder / "run.json")["status"] == "completed"
+    assert (folder / "train.log").read_text().count("train step 12/12") == 1
+    tasks = list((folder.parent / ".submitit").rglob("*_log.out"))
+    assert len(tasks) == 2, tasks  # one job, two tasks: both ran, into this one run
 
 
 @pytest.mark.slow

@@ -13,6 +13,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -323,7 +324,7 @@ def test_a_signal_to_one_rank_checkpoints_all_at_one_step_then_resumes_on_two_or
     (line,) = mto_lines(proc)  # rank 0's; rank 1, which the signal reached, stopped at the same step
     assert "stopped by signal 12 after the checkpoint at step 5" in line, proc.stderr
     assert "[rank 1][WARNING] - interrupted: stopped by signal 12 after the checkpoint at step 5" in (
-        proc.stderr
+        proc.stdout  # the console log (Hydra's, on stdout)
     )
     shutil.copytree(folder, tmp_path / "r1")
     for resumed, devices in ((folder, 2), (tmp_path / "r1", 1)):
@@ -333,6 +334,26 @@ def test_a_signal_to_one_rank_checkpoints_all_at_one_step_then_resumes_on_two_or
         assert read_json(resumed / "metrics.json") == read_json(straight / "metrics.json")
         losses = [read_json(d / "run.json")["figures"]["train_loss"] for d in (resumed, straight)]
         assert losses[0] == pytest.approx(losses[1], abs=1e-5)
+
+
+@pytest.mark.slow
+def test_a_signal_to_the_stage_reaches_its_workers_which_checkpoint_and_stop(tmp_path):
+    """SIGUSR2 to the process that started `train.devices=2` (as SLURM signals a job's first process):
+    sent once training has started (its first log line), wherever it lands the workers checkpoint at one
+    step and stop; the stage ends interrupted at once, not after a timeout."""
+    log = tmp_path / "r" / "train.log"
+    args = [*ARGS, "train.steps=2000", "checkpoint.every=0", "train.devices=2", "hydra.run.dir=r"]
+    with open(tmp_path / "stderr", "w") as err:
+        proc = subprocess.Popen([*MTO, "train", *args], cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=err)
+        while proc.poll() is None and not (log.is_file() and "train step 4/2000" in log.read_text()):
+            time.sleep(0.2)  # waiting for an event: training under way
+        proc.send_signal(signal.SIGUSR2)
+        proc.wait(timeout=300)
+    stderr = (tmp_path / "stderr").read_text()
+    assert proc.returncode == 3, stderr
+    assert read_json(tmp_path / "r" / "run.json")["status"] == "interrupted"
+    (checkpoint,) = (tmp_path / "r" / "checkpoints").iterdir()
+    assert f"stopped by signal 12 after the checkpoint at {checkpoint.name.replace('-', ' ')}" in stderr
 
 
 # ------------------------------------------------------------------------------ GPUs only

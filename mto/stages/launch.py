@@ -18,9 +18,11 @@ train.devices to its stages).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib
 import logging
+import multiprocessing
 import os
 import signal
 import uuid
@@ -39,9 +41,8 @@ from mto.training.runtime import device
 log = logging.getLogger("mto")
 
 MULTI_PROCESS_STAGES = ("train", "adapt", "eval")
-# What the elastic agent hands on to the workers (torch's default lacks SLURM's pre-timeout SIGUSR2).
-FORWARDED = ("SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2")
-SHUTDOWN_S = 600  # how long the workers get to finish their step and checkpoint before SIGKILL
+# The stop signals `train.devices`' own process hands on to its workers (mto/signals.py).
+FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2)
 
 
 def mode(cfg: DictConfig) -> str:
@@ -126,8 +127,11 @@ def barrier() -> None:
 def spawn(cfg: DictConfig, fn) -> dict:
     """Run the stage function `fn` (a stage's undecorated `main`) in `train.devices` workers started with
     torch's elastic agent, and return rank 0's figures. The workers inherit this process's hold on the run
-    directory's lock (mto/runlock.py); an error or interruption of theirs is raised here as one line."""
-    from torch.distributed.elastic.multiprocessing.api import SignalException
+    directory's lock (mto/runlock.py); an error or interruption of theirs is raised here as one line.
+
+    SIGTERM, SIGINT, SIGUSR1 and SIGUSR2 to this process go on to the workers, which checkpoint at the same
+    step and return. The agent's own handling of them is turned off: it would stop reading the workers'
+    results, which they wait for before they exit, and kill them after its timeout."""
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
@@ -144,40 +148,40 @@ def spawn(cfg: DictConfig, fn) -> dict:
         rdzv_backend="c10d", rdzv_endpoint="localhost:0", max_restarts=0, monitor_interval=0.1,
         start_method="spawn",
     )  # fmt: skip
-    known = {f.name for f in dataclasses.fields(LaunchConfig)}  # both options are newer than torch 2.2
-    options.update({k: v for k, v in (("signals_to_handle", ",".join(FORWARDED)),
-                                      ("shutdown_timeout", SHUTDOWN_S)) if k in known})  # fmt: skip
+    if "signals_to_handle" in {f.name for f in dataclasses.fields(LaunchConfig)}:  # newer torch
+        options["signals_to_handle"] = "SIGHUP,SIGQUIT"
     log.info("train.devices=%d: starting %d processes (%s)", n, n, "nccl" if dev.type == "cuda" else "gloo")
-    saved = {sig: signal.getsignal(sig) for sig in (getattr(signal, s) for s in FORWARDED)}
+    received: list[int] = []
+
+    def forward(signum, frame) -> None:
+        received.append(signum)
+        for child in multiprocessing.active_children():  # the workers the agent started
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child.pid, signum)
+
+    saved = {sig: signal.signal(sig, forward) for sig in FORWARDED}
     os.environ[PARENT_LOCK_ENV] = f"{os.getpid()}:{job_dir().resolve()}"
     try:
         hydra_cfg = HydraConfig.instance().cfg
         results = elastic_launch(LaunchConfig(**options), worker)(fn.__module__, cfg, hydra_cfg)
-    except SignalException as err:
-        number = int(err.sigval)
-        previous = saved.get(signal.Signals(number))
-        _restore(saved)
-        if callable(previous) and previous is not signal.default_int_handler:
-            previous(number, None)  # submitit's handler requeues the job
-        raise Interrupted(f"stopped by signal {number}; every process checkpointed at one step") from None
     except ChildFailedError as err:
         rank, failure = min(err.failures.items())
         lines = str(getattr(failure, "message", "") or "").strip().splitlines()
         cause = lines[0] if lines else f"exit code {failure.exitcode}"
         raise MtoError(f"process {rank} of {n} failed: {cause}") from None
     finally:
-        _restore(saved)
+        for sig, handler in saved.items():  # the agent leaves its own handlers installed
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
         os.environ.pop(PARENT_LOCK_ENV, None)
+    previous = saved.get(received[0]) if received else None
+    if callable(previous) and previous is not signal.default_int_handler:
+        previous(received[0], None)  # what was there before: submitit's handler requeues the job
     failed = [results[rank] for rank in sorted(results) if "error" in results[rank]]
     if failed:
         raise (Interrupted if failed[0]["code"] == 3 else MtoError)(failed[0]["error"])
+    if received:
+        log.warning("received signal %d after the last step: the run completed all the same", received[0])
     return results[0]["figures"]
-
-
-def _restore(handlers: dict) -> None:
-    """The signal handlers from before the agent (which installs its own and leaves them)."""
-    for sig, handler in handlers.items():
-        signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
 
 
 @record  # a worker that dies of an unexpected error leaves its message for the agent (ChildFailedError)

@@ -143,17 +143,19 @@ for _name, _config, _module, _help in STAGES:
 @app.command("report")
 def report_command(
     args: list[str] = typer.Argument(
-        ..., help="Run or sweep directories, then by=a,b metric=m lines=k out=dir pool=true html=true"
+        ..., help="Run or sweep directories, then by=a,b metric=m lines=k out=dir pool=true html=true mi=a,b"
     ),
 ) -> None:
     """Gather runs into one table (mean +- std over seeds), CSV, Markdown, PNG plots (html=true: HTML).
 
     Runs averaged together must differ only in the seed (pool=true: average them anyway, with a warning).
+    Runs of a template and its masked twin with DepthRank figures add the maskability index against the
+    few-shot size (mi=<mapping>,<filling> names the pair, mi=false leaves it out).
     """
     from mto.stages.report import report
 
     options = {"by": None, "metric": "rougeL", "out": None, "lines": None, "pool": "false", "html": "false",
-               "mixed_protocols": "false", "check": None}  # fmt: skip
+               "mixed_protocols": "false", "check": None, "mi": None}  # fmt: skip
     paths = []
     for arg in args:
         key, sep, value = arg.partition("=")
@@ -194,7 +196,7 @@ def report_command(
 
         check_protocols(paths, mixed=flags["mixed_protocols"])
         report(paths, by=by, metric=options["metric"], out=options["out"], lines=lines, pool=flags["pool"],
-               html_page=flags["html"])  # fmt: skip
+               html_page=flags["html"], mi=options["mi"])  # fmt: skip
     except Exception as err:
         fail("report", err)
 

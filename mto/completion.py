@@ -23,9 +23,9 @@ HYDRA_FLAGS = ("--multirun", "-m", "--cfg", "--resolve", "--info", "--help")
 # Keys whose value is a folder: completed with folders, not from the config.
 FOLDER_KEYS = ("run", "adapt_run", "match_run", "resume", "data.path", "model.name_or_path", "tuning.adapter",
                "hydra.run.dir", "hydra.sweep.dir")  # fmt: skip
-REPORT_OPTIONS = ("by=", "metric=", "lines=", "out=", "pool=", "html=")
+REPORT_OPTIONS = ("by=", "metric=", "lines=", "out=", "pool=", "html=", "mi=", "check=", "mixed_protocols=")
 REPORT_METRICS = ("exact_match", "rougeL", "rougeL_micro", "bleu", "distinct", "accuracy", "unmatched",
-                  "dev_exact_match", "dev_rougeL", "train_loss")  # fmt: skip
+                  "dev_exact_match", "dev_rougeL", "train_loss", "gold_nll", "depth_rank")  # fmt: skip
 REPORT_KEYS = ("template", "model", "data", "objective", "tuning", "adaptation", "stage", "data.n_train",
                "train.steps", "train.lr", "seed")  # fmt: skip
 STATUSES = ("completed", "failed", "running", "interrupted", "skipped")
@@ -91,8 +91,10 @@ def candidates(words: list[str], commands=COMMANDS) -> list[str]:
         return hydra_candidates(CONFIG_OF[command], previous[1:], current)
     if command == "report":
         key, sep, value = current.partition("=")
-        if sep and key in ("pool", "html"):
+        if sep and key in ("pool", "html", "mixed_protocols"):
             return [f"{key}={v}" for v in _prefixed(("true", "false"), value)]
+        if sep and key == "mi":
+            return [f"mi={v}" for v in _prefixed(("auto", "false"), value)]
         if sep and key == "metric":
             return [f"metric={m}" for m in _prefixed(REPORT_METRICS, value)]
         if sep and key in ("by", "lines"):

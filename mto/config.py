@@ -354,6 +354,9 @@ class EvalConfig:
     # The dev sample: its first N examples (null: as eval.max_examples), scored during training and after
     # it (the dev_* figures, which train.monitor watches and sweeps optimise).
     dev_max_examples: Optional[int] = 200
+    # Score the gold targets too (mto/stages/gold.py): teacher-forced NLL and DepthRank of each query's gold
+    # tails, in predictions.jsonl and metrics.json (gold_nll, depth_rank): one forward per batch of pairs.
+    gold_scores: bool = True
 
     def __post_init__(self) -> None:
         from mto.metrics import check_metrics

@@ -127,8 +127,9 @@ def package_versions() -> dict:
     return versions
 
 
-# Keys that say how a run is carried out, not what it computes: twins may differ in them.
-NOT_HASHED = ("resume", "skip_completed", "checkpoint", "outputs")
+# Keys that say how a run is carried out or reported, not what it computes: twins may differ in them
+# (`log`: where the per-step figures are also sent; `optimized_metric`: what a sweeper reads back).
+NOT_HASHED = ("resume", "skip_completed", "checkpoint", "outputs", "log", "optimized_metric")
 
 
 def config_hash(cfg: DictConfig) -> str:

@@ -22,7 +22,7 @@ import logging
 import os
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from mto import world
 from mto.errors import Interrupted
@@ -32,9 +32,11 @@ log = logging.getLogger("mto")
 # Test-only: `MTO_TEST_SIGNAL_AT=<point>:<SIGNAL>[,<point>:<SIGNAL>...]` makes this process raise SIGNAL
 # (TERM, USR1, KILL, STOP, ...) to itself when it reaches <point> (`step-30`: after training step 30;
 # `checkpoint-written-40`, `checkpoint-renamed-40`, `checkpoint-pruned-40`: inside the checkpoint swap at
-# step 40; `save-model`: before the final model is written). `<point>@<rank>:<SIGNAL>` raises it in the
-# process of that rank only (a job of several processes, mto/world.py). Tests use it to interrupt a run at
-# an exact place instead of racing the wall clock; nothing else sets it.
+# step 40; `save-model`: before the final model is written). Tests use it to interrupt a run at an exact
+# place instead of racing the wall clock; nothing else sets it. `<point>:<SIGNAL>@parent` sends it to the
+# parent process instead (a stage run by `mto run`: the signal reaches the pipeline, as a scheduler's would).
+# `<point>@<rank>:<SIGNAL>` raises it in the process of that rank only (a job of several processes,
+# mto/world.py).
 TEST_SIGNAL_ENV = "MTO_TEST_SIGNAL_AT"
 
 
@@ -46,8 +48,13 @@ def test_hook(point: str) -> None:
     for item in spec.split(","):
         where, _, name = item.strip().rpartition(":")
         where, _, rank = where.partition("@")
+        name, _, target = name.partition("@")
         if where == point and (not rank or int(rank) == world.rank()):
-            signal.raise_signal(getattr(signal, f"SIG{name.upper()}"))
+            sig = getattr(signal, f"SIG{name.upper()}")
+            if target == "parent":
+                os.kill(os.getppid(), sig)
+            else:
+                signal.raise_signal(sig)
 
 
 class StopSignals:
@@ -69,6 +76,8 @@ class StopSignals:
         self._outer_mode = False
         self._deferred = 0
         self._forwarded = False
+        # Called with each signal as it arrives (`mto run` passes it on to the stage it is running).
+        self.relay: Callable[[int], None] | None = None
 
     def __enter__(self) -> StopSignals:
         outer = StopSignals.active
@@ -97,6 +106,8 @@ class StopSignals:
 
     def _handle(self, signum, frame) -> None:
         self.received = signum
+        if self.relay is not None:
+            self.relay(signum)
         if self._deferred:
             log.warning("received signal %d while the run records its status", signum)
         elif self.immediate:

@@ -24,7 +24,8 @@ What it does, setting by setting (the example script's behaviour unless marked "
   5e-5 and 0, which at a few hundred steps would leave the loss far from mto's and the comparison moot).
 - Steps and batch size: set to match mto (`max_steps`, `per_device_train_batch_size`); the evaluation
   batch size too (`per_device_eval_batch_size`, default 8 otherwise).
-- Precision: fp32 (`bf16=False`, `fp16=False`: the defaults). Threads: torch's default.
+- Precision: fp32 (`bf16=False`, `fp16=False`: the defaults). Threads: torch's default, or `--threads`
+  (the benchmark sets the same count for every contender).
 - Logging every 50 steps (`logging_steps`, default 500) so the final loss is the mean over the last 50
   steps, the figure mto reports (`train.log_every=50`); checkpoints as the defaults (`save_steps=500`).
 - Evaluation: `trainer.predict(dataset, max_new_tokens=..., num_beams=1)` with `predict_with_generate=True`
@@ -73,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-new-tokens", type=int, default=24)
     parser.add_argument("--logging-steps", type=int, default=50)
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--work-dir", default=None, help="the Trainer's output_dir (default: a temp dir)")
     parser.add_argument("--save-model", default=None, help="save the trained model here (after timing)")
     args = parser.parse_args(argv)
@@ -88,6 +90,8 @@ def main(argv: list[str] | None = None) -> int:
         Seq2SeqTrainingArguments,
     )
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     transformers.utils.logging.set_verbosity_warning()
     datasets.disable_progress_bars()
     tokenizer = AutoTokenizer.from_pretrained(args.model)

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_ATOMIC = ROOT.parent / "shared" / "data" / "atomic2020"
@@ -116,3 +117,35 @@ def run_dirs(root: Path) -> list[Path]:
 
 def read_json(path: Path) -> dict:
     return json.loads(Path(path).read_text())
+
+
+# ---------------------------------------------------------------- fake runs for `mto report`
+
+
+def _merge(base: dict, extra: dict) -> dict:
+    for key, value in extra.items():
+        base[key] = _merge(base.get(key, {}), value) if isinstance(value, dict) else value
+    return base
+
+
+def fake_run(folder: Path, status: str, template: str, n_train, seed: int, rouge: float | None,
+             per_group: dict | None = None, twin: Path | None = None, extra: dict | None = None,
+             lineage: dict | None = None, stage: str = "train",
+             metrics: dict | None = None) -> Path:  # fmt: skip
+    """A run directory as a stage writes it (for `mto report`); `extra` is merged into its config,
+    `lineage` into run.json, `metrics` into metrics.json."""
+    (folder / ".hydra").mkdir(parents=True)
+    config = {"stage": stage, "seed": seed, "template": {"name": template}, "data": {"name": "synthetic",
+              "n_train": n_train, "sample_seed": "${seed}"}, "model": {"name_or_path": "tiny"},
+              "tuning": {"method": "full"}, "train": {"steps": 30}, "threads": None}  # fmt: skip
+    _merge(config, extra or {})
+    (folder / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
+    info = {"stage": stage, "status": status, "figures": {}, "lineage": lineage or {}}
+    if twin is not None:
+        info["twin"] = str(twin)
+    (folder / "run.json").write_text(json.dumps(info))
+    if rouge is not None:
+        per_group = per_group or {"xIntent": rouge}
+        scores = {"rougeL": rouge, "exact_match": rouge / 2, "rougeL_per_group": per_group, **(metrics or {})}
+        (folder / "metrics.json").write_text(json.dumps(scores))
+    return folder

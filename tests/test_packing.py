@@ -10,8 +10,16 @@ import torch
 from transformers import T5Config, T5ForConditionalGeneration
 
 from mto.errors import ConfigError
+from mto.training import packing as packing_module
 from mto.training.features import collate
-from mto.training.packing import assign_rows, check_supported, pack, packed_forward, segment_masks
+from mto.training.packing import (
+    assign_rows,
+    check_supported,
+    pack,
+    packed_forward,
+    row_lengths,
+    segment_masks,
+)
 
 PAD, EOS, START = 0, 1, 0
 SHAPES = {
@@ -110,6 +118,28 @@ def test_rows_hold_whole_examples_within_the_bucketed_lengths():
 
     plain = collate(features, PAD)
     assert padding(p["input_ids"], p["labels"]) < 0.75 * padding(plain["input_ids"], plain["labels"])
+
+
+def test_longer_rows_are_chosen_when_they_compute_fewer_positions(monkeypatch):
+    rng = random.Random(0)
+    lengths = [([rng.randint(4, 24) for _ in range(32)], [rng.randint(2, 10) for _ in range(32)])
+               for _ in range(50)]  # fmt: skip
+
+    def computed(src: list[int], tgt: list[int], cap_src: int, cap_tgt: int) -> int:
+        return len(assign_rows(src, tgt, cap_src, cap_tgt)) * (cap_src + cap_tgt)
+
+    def padding_share() -> float:
+        shares = []
+        for src, tgt in lengths:
+            cap_src, cap_tgt = row_lengths(src, tgt, 8)
+            assert cap_src % 8 == 0 and cap_tgt % 8 == 0 and cap_src >= max(src) and cap_tgt >= max(tgt)
+            shares.append(1 - (sum(src) + sum(tgt)) / computed(src, tgt, cap_src, cap_tgt))
+        return sum(shares) / len(shares)
+
+    chosen = padding_share()
+    monkeypatch.setattr(packing_module, "WIDEST", 1)  # the control: rows only as long as the longest example
+    shortest = padding_share()
+    assert chosen < 0.7 * shortest, (chosen, shortest)  # here 0.14 against 0.23
 
 
 def test_masks_keep_segments_apart():

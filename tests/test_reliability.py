@@ -214,6 +214,21 @@ def write_atomic(folder: Path, tail_suffix: str = "") -> None:
         (folder / f"{split}.tsv").write_text("".join(f"{h}\t{r}\t{t}{tail_suffix}\n" for h, r, t in rows))
 
 
+def test_the_config_hash_ignores_how_a_run_is_logged_but_not_what_it_computes():
+    from hydra import compose, initialize_config_dir
+
+    from mto.config import conf_dir
+    from mto.runs import config_hash
+
+    def digest(*overrides: str) -> str:
+        with initialize_config_dir(config_dir=str(conf_dir()), version_base=None):
+            return config_hash(compose(config_name="train", overrides=list(overrides)))
+
+    plain = digest()
+    assert digest("log.project=other", "optimized_metric=rougeL", "checkpoint.every=7") == plain
+    assert digest("train.lr=0.002") != plain  # control: a setting of the computation changes it
+
+
 def test_twins_share_config_and_data_and_are_searched_only_under_the_outputs_root(tmp_path):
     data = tmp_path / "atomic"
     write_atomic(data)
@@ -359,6 +374,33 @@ def test_a_signal_during_the_final_save_resumes_without_training_again(tmp_path,
     assert read_json(folder / "run.json")["status"] == "completed"
     assert not (folder / "checkpoints").exists()  # dropped once completed
     same_results(folder, straight)
+
+
+@pytest.mark.slow  # four processes start: about 1.5 min on 2 quiet cores
+def test_a_signal_to_mto_run_is_passed_on_to_the_stage_it_runs(tmp_path):
+    """SLURM signals `mto run` (the job's process), not the stage it started: the stage must still
+    checkpoint and stop, and the pipeline must record that it was interrupted, naming how to resume."""
+    args = [a for a in ARGS if not a.startswith("train.steps=")]
+    proc = run("run", "pipeline.stages=[train]", *args, "train.steps=100000", "hydra.run.dir=p", cwd=tmp_path,
+               env={"MTO_TEST_SIGNAL_AT": "step-6:USR1@parent"})  # fmt: skip
+    assert proc.returncode == 3, proc.stderr
+    *stage_says, pipeline_says = error_lines(proc)  # each process says why it stopped, the stage first
+    assert stage_says and stage_says[0].startswith("mto train: error: stopped by signal")
+    assert pipeline_says.startswith("mto run: error: stopped by signal")
+    assert "mto run resume=" in pipeline_says
+    pipeline, stage = tmp_path / "p", tmp_path / "p" / "1_train"
+    assert read_json(pipeline / "run.json")["status"] == "interrupted"
+    assert read_json(stage / "run.json")["status"] == "interrupted"
+    (checkpoint,) = (stage / "checkpoints").glob("step-*")
+    at = int(checkpoint.name.split("-")[1])
+    assert 6 <= at < 100000
+    # `mto run resume=` resumes the interrupted stage from its checkpoint (stopped again a few steps on).
+    again = {"MTO_TEST_SIGNAL_AT": f"step-{at + 3}:USR1@parent"}
+    proc = run("run", f"resume={pipeline}", cwd=tmp_path, env=again)
+    assert proc.returncode == 3, proc.stderr
+    assert f"resuming train from the checkpoint at step {at}" in (stage / "train.log").read_text()
+    (checkpoint,) = (stage / "checkpoints").glob("step-*")
+    assert int(checkpoint.name.split("-")[1]) >= at + 3
 
 
 # ---------------------------------------------------------------- item 11: permissions

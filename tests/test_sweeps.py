@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import mto, read_json, run_dirs
+from conftest import fake_run, mto, read_json, run_dirs
 
 from mto.tracking import read_steps
 
@@ -109,33 +109,6 @@ def test_sigterm_then_resume_gives_the_same_metrics(tmp_path):
 
 
 # ---------------------------------------------------------------- mto report
-
-
-def _merge(base: dict, extra: dict) -> dict:
-    for key, value in extra.items():
-        base[key] = _merge(base.get(key, {}), value) if isinstance(value, dict) else value
-    return base
-
-
-def fake_run(folder: Path, status: str, template: str, n_train, seed: int, rouge: float | None,
-             per_group: dict | None = None, twin: Path | None = None, extra: dict | None = None,
-             lineage: dict | None = None, stage: str = "train") -> Path:  # fmt: skip
-    """A run directory as a stage writes it; `extra` is merged into its config, `lineage` into run.json."""
-    (folder / ".hydra").mkdir(parents=True)
-    config = {"stage": stage, "seed": seed, "template": {"name": template}, "data": {"name": "synthetic",
-              "n_train": n_train, "sample_seed": "${seed}"}, "model": {"name_or_path": "tiny"},
-              "tuning": {"method": "full"}, "train": {"steps": 30}, "threads": None}  # fmt: skip
-    _merge(config, extra or {})
-    (folder / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
-    info = {"stage": stage, "status": status, "figures": {}, "lineage": lineage or {}}
-    if twin is not None:
-        info["twin"] = str(twin)
-    (folder / "run.json").write_text(json.dumps(info))
-    if rouge is not None:
-        per_group = per_group or {"xIntent": rouge}
-        metrics = {"rougeL": rouge, "exact_match": rouge / 2, "rougeL_per_group": per_group}
-        (folder / "metrics.json").write_text(json.dumps(metrics))
-    return folder
 
 
 def test_report_on_a_sweep_with_a_failed_run(tmp_path):
@@ -236,7 +209,7 @@ def test_report_compares_runs_through_the_runs_they_started_from(tmp_path):
 
 
 def _records(root: Path):
-    from mto.stages.report import gather
+    from mto.reporting.records import gather
 
     records, _ = gather([str(root)])
     return records
@@ -247,7 +220,7 @@ def _texts(labels) -> list[str]:
 
 
 def test_fewshot_plot_says_what_it_shows(tmp_path):
-    from mto.stages.report import fewshot_figure
+    from mto.reporting.plots import fewshot_figure
 
     for i, (template, n_train, seed, rouge) in enumerate([
         ("mapping", 16, 1, 0.0), ("mapping", 16, 2, 0.4), ("mapping", 64, 1, 0.5), ("mapping", 64, 2, 0.5),
@@ -275,7 +248,7 @@ def test_fewshot_plot_says_what_it_shows(tmp_path):
 
 
 def test_without_a_fewshot_axis_the_report_draws_bars(tmp_path):
-    from mto.stages.report import fewshot_figure
+    from mto.reporting.plots import fewshot_figure
 
     for i, (template, seed, rouge) in enumerate([("mapping", 1, 0.3), ("mapping", 2, 0.5),
                                                  ("masked_prompting", 1, 0.7)]):  # fmt: skip
@@ -291,7 +264,7 @@ def test_without_a_fewshot_axis_the_report_draws_bars(tmp_path):
 
 
 def test_per_relation_plot_says_what_it_pools(tmp_path):
-    from mto.stages.report import relation_figure
+    from mto.reporting.plots import relation_figure
 
     for i, (template, n_train, seed, groups) in enumerate([
         ("mapping", 16, 1, {"xIntent": 0.9, "xNeed": 0.9}),  # a smaller size: not in the plot

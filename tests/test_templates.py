@@ -141,7 +141,8 @@ def test_a_template_whose_text_was_overridden_gets_a_name_of_its_own(tmp_path):
     import json
 
     from mto.config import TemplateConfig
-    from mto.stages.report import gather, summarise
+    from mto.reporting.records import gather
+    from mto.reporting.tables import summarise
 
     assert shipped("masked_prompting").name == "masked_prompting"
     config = TemplateConfig(name="masked_prompting", objective="filling", source="{head} {phrase} so {mask}",

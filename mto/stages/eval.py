@@ -27,7 +27,7 @@ from mto.errors import ConfigError
 from mto.metrics import figures, score
 from mto.protocol import stamp
 from mto.runs import Run, atomic_write_json, atomic_write_text
-from mto.stages import steps
+from mto.stages import gold, steps
 from mto.stages.inherit import inherit_from_run
 from mto.templates import Template, decode_answer
 from mto.training.decoding import generate
@@ -91,8 +91,9 @@ def evaluate(
     """Score one split (default `eval.split`) on its first `max_examples` examples (default
     `eval.max_examples`); write predictions.jsonl and metrics.json (suffixed with the split's name when
     it is not `eval.split`) into `out_dir` (None: write and show nothing); return the metrics (generation:
-    exact match, ROUGE-L, BLEU, distinct; choice: accuracy, unmatched share). Run by every process of a
-    job: each decodes its share of the batches (`generate`), and all score the gathered outputs."""
+    exact match, ROUGE-L, BLEU, distinct; choice: accuracy, unmatched share; with `eval.gold_scores`, the
+    gold targets' NLL and DepthRank, mto/stages/gold.py). Run by every process of a job: each decodes its
+    share of the batches (`generate`), and all score the gathered outputs."""
     split = split or cfg.eval.split
     suffix = "" if split == cfg.eval.split else f"_{split}"
     examples = task.split(split)
@@ -111,6 +112,12 @@ def evaluate(
     summary["eval_examples_per_s"] = len(examples) / seconds
     summary["metric"] = task.metric
     summary["figures"] = figures(task.metric, cfg.eval)  # shown in the table and kept in run.json
+    if cfg.eval.gold_scores:  # the gold targets, teacher-forced: NLL and DepthRank (mto/stages/gold.py)
+        gold_summary, gold_rows = gold.score_golds(model, tokenizer, template, examples, cfg, precision)
+        summary.update(gold_summary)
+        summary["figures"] += gold.figures(gold_summary)
+        for row, extra in zip(per_example, gold_rows, strict=True):
+            row.update(extra)
     if out_dir is None or not world.is_main():  # several processes: each scored all, rank 0 writes
         return summary
     lines = []

@@ -31,7 +31,6 @@ import copy
 import logging
 import random
 
-import torch
 from omegaconf import DictConfig
 from rich.console import Console
 from rich.table import Table
@@ -52,10 +51,10 @@ from mto.protocol import stamp
 from mto.runs import Run, atomic_write_json
 from mto.stages import steps
 from mto.stages.inherit import start_from_adapt_run
-from mto.templates import load_template, sentinel_token_ids
-from mto.training.features import collate, tokenize_pairs
+from mto.templates import load_template
+from mto.training.features import tokenize_pairs
 from mto.training.loop import train_model
-from mto.training.runtime import autocast, device
+from mto.training.scoring import gold_scores
 
 log = logging.getLogger("mto")
 
@@ -70,34 +69,12 @@ def sample_by_group(examples: list[dict], n: int, seed: int) -> dict[str, list[d
 
 
 def score_pairs(model, tokenizer, pairs: list[tuple[str, str]], cfg, precision: str) -> dict:
-    """Mean gold-token NLL and mean gold-token rank (1 = the model's top token) over the answer tokens
-    of `pairs`; each example weighs the same (its own token mean first)."""
-    features = tokenize_pairs(tokenizer, pairs, cfg.train.max_source_length, cfg.train.max_target_length)
-    not_answer = set(tokenizer.all_special_ids) | set(sentinel_token_ids(tokenizer))
-    dev = device()
-    nlls: list[float | None] = []  # per example (None: no answer token to score)
-    ranks: list[float | None] = []
-    model.eval()
-    with torch.inference_mode():
-        for start in range(0, len(features), cfg.match.batch_size):
-            batch = collate(features[start : start + cfg.match.batch_size], tokenizer.pad_token_id)
-            batch = {k: v.to(dev) for k, v in batch.items()}
-            with autocast(precision, dev):
-                logits = model(**batch).logits.float()
-            labels = batch["labels"]
-            answer = labels != -100
-            for tid in not_answer:
-                answer &= labels != tid
-            gold = labels.clamp(min=0).unsqueeze(-1)
-            gold_logit = logits.gather(-1, gold)
-            gold_ranks = (logits > gold_logit).sum(-1) + 1
-            nll = -torch.log_softmax(logits, -1).gather(-1, gold).squeeze(-1)
-            counts = answer.sum(-1)
-            for row in range(labels.shape[0]):
-                mask = answer[row]
-                scored = bool(counts[row])
-                nlls.append(float(nll[row][mask].mean()) if scored else None)
-                ranks.append(float(gold_ranks[row][mask].float().mean()) if scored else None)
+    """Mean gold-token NLL and mean gold-token rank (DepthRank, 1 = the model's top token) over the answer
+    tokens of `pairs` (mto/training/scoring.py); each example weighs the same (its own token mean first)."""
+    scores = gold_scores(model, tokenizer, pairs, cfg.train.max_source_length, cfg.train.max_target_length,
+                         cfg.match.batch_size, precision)  # fmt: skip
+    nlls = [s.answer_nll for s in scores]  # per example (None: no answer token to score)
+    ranks = [s.depth_rank for s in scores]
     kept = [(x, r) for x, r in zip(nlls, ranks, strict=True) if r is not None]
     if not kept:
         raise ConfigError("match: no example has answer tokens to score")

@@ -21,17 +21,18 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from mto.config import typed
-from mto.errors import MtoError
+from mto.errors import Interrupted, MtoError
 from mto.runs import RUN_FILE, Run, read_json
+from mto.signals import StopSignals
 from mto.stages import steps
 
 log = logging.getLogger("mto")
 
 
-
 def user_overrides() -> list[str]:
-    """The command line's task overrides, less the pipeline's own keys."""
-    return [o for o in HydraConfig.get().overrides.task if not o.lstrip("+~").startswith("pipeline.")]
+    """The command line's task overrides, less the pipeline's own keys (and `resume=`: the pipeline's)."""
+    own = ("pipeline.", "resume=")
+    return [o for o in HydraConfig.get().overrides.task if not o.lstrip("+~").startswith(own)]
 
 
 def stage_arguments(stage: str, dirs: dict[str, Path], user_set: set[str]) -> list[str]:
@@ -52,11 +53,32 @@ def stage_arguments(stage: str, dirs: dict[str, Path], user_set: set[str]) -> li
 
 
 def run_stage(stage: str, overrides: list[str], run_dir: Path) -> None:
-    cmd = [sys.executable, "-m", "mto.cli", stage, *overrides, f"hydra.run.dir={run_dir}"]
+    """Run one stage as its own process in `run_dir`; one that an earlier, interrupted attempt of this
+    pipeline (`mto run resume=<dir>`) left there is resumed (its own settings are replayed from it).
+
+    A stop signal sent to this process (SLURM's, a user's `kill`) is passed on to the stage, which
+    checkpoints and stops; then this run stops too (`Interrupted`, after the handler that was there
+    before, e.g. submitit's requeue, got the signal)."""
+    started = (run_dir / RUN_FILE).is_file()
+    args = [f"resume={run_dir}"] if started else [*overrides, f"hydra.run.dir={run_dir}"]
+    cmd = [sys.executable, "-m", "mto.cli", stage, *args]
     log.info("pipeline: %s", " ".join(cmd[2:]))
-    proc = subprocess.run(cmd)
-    if proc.returncode != 0:
-        raise MtoError(f"pipeline stage {stage} failed (exit {proc.returncode}); see {run_dir}")
+    proc = subprocess.Popen(cmd)
+    with StopSignals() as stop:  # inside the pipeline's run: its handlers, flagging instead of stopping
+        stop.relay = proc.send_signal
+        try:
+            code = proc.wait()
+        finally:
+            stop.relay = None
+        if stop.received is not None:
+            stop.forward(f" while stage {stage} ran (it stopped with exit {code})")
+    if code == 3:
+        raise Interrupted(f"pipeline stage {stage} was interrupted")
+    if code != 0:
+        raise MtoError(f"pipeline stage {stage} failed (exit {code}); see {run_dir}")
+
+
+DONE = ("completed", "skipped")
 
 
 @steps.stage_main
@@ -66,12 +88,16 @@ def main(cfg: DictConfig) -> dict:
     overrides = user_overrides()
     user_set = {o.split("=", 1)[0].lstrip("+~").split(".")[0] for o in overrides}
     dirs: dict[str, Path] = {}
-    # signals=False: a stage's own process handles its signals (stopping this one would kill it).
-    with Run(out_dir, cfg, signals=False) as run:
+    # A signal between stages stops the pipeline at once; during a stage it is passed on (run_stage).
+    with Run(out_dir, cfg) as run:
         run.record(data_fingerprint=steps.data_fingerprint(cfg))  # what a twin of the pipeline must share
         for number, stage in enumerate(stages, start=1):
             stage_dir = (out_dir / f"{number}_{stage}").resolve()
-            run_stage(stage, overrides + stage_arguments(stage, dirs, user_set), stage_dir)
+            done = (stage_dir / RUN_FILE).is_file() and read_json(stage_dir / RUN_FILE)["status"] in DONE
+            if done:  # by an earlier attempt of this pipeline (resumed)
+                log.info("pipeline: stage %s is done in %s", stage, stage_dir)
+            else:
+                run_stage(stage, overrides + stage_arguments(stage, dirs, user_set), stage_dir)
             dirs[stage] = stage_dir
             run.record(lineage={s: str(d) for s, d in dirs.items()})
         figures = read_json(dirs[stages[-1]] / RUN_FILE)["figures"]

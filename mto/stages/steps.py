@@ -41,6 +41,7 @@ from mto.tasks import SPLITS, TaskData, load_task
 from mto.templates import GroupedTemplate, Template, fill
 from mto.training.checkpoint import CHECKPOINTS, Checkpoint
 from mto.training.runtime import device, resolve_precision, seed_everything, set_threads
+from mto.tuning.soft import render_soft
 
 log = logging.getLogger("mto")
 
@@ -283,7 +284,7 @@ def get_template(cfg: MtoConfig, task: TaskData) -> Template | GroupedTemplate:
 
 
 def render(template: Template, examples: list[dict], tokenizer) -> list[tuple[str, str]]:
-    soft = tuning.soft.render_soft(tokenizer)  # `{soft:N}`: the soft tokens the tokenizer holds
+    soft = render_soft(tokenizer)  # `{soft:N}`: the soft tokens the tokenizer holds
     return [template.render(ex, lambda i: sentinel(tokenizer, i), soft) for ex in examples]
 
 

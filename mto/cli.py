@@ -59,9 +59,10 @@ def run_hydra(config_name: str, task_function: Callable, argv: list[str]) -> Non
     """Run `task_function` under Hydra with `argv` as Hydra's command line."""
     from hydra._internal.utils import _run_hydra, get_args_parser
 
+    from mto import world
     from mto.config import conf_dir
     from mto.resume import resume_overrides
-    from mto.stages.steps import refuse_multi_process
+    from mto.stages.launch import check_torchrun
 
     parser = get_args_parser()
     # parse_intermixed_args lets flags follow overrides (`template=a,b -m seed=1`, hydra issue 3053).
@@ -69,8 +70,9 @@ def run_hydra(config_name: str, task_function: Callable, argv: list[str]) -> Non
     # Errors come back to us instead of Hydra's traceback printer: ours are one line.
     os.environ["HYDRA_FULL_ERROR"] = "1"
     try:
-        refuse_multi_process()  # torchrun: refused before any run directory exists
-        args.overrides = resume_overrides(config_name, args.overrides, lock=not args.cfg)
+        # torchrun: every process runs this; rank 0 holds the run's lock (mto/stages/launch.py)
+        args.overrides = resume_overrides(config_name, args.overrides, lock=not args.cfg and world.is_main())
+        check_torchrun(args.overrides, args.multirun)  # before any run directory exists
         # `+key=...` may add keys Hydra cannot check: refused like any unknown key, before any run.
         added = any(o.lstrip("~").startswith("+") and not o.lstrip("+~").startswith("hydra")
                     for o in args.overrides)  # fmt: skip
@@ -104,7 +106,10 @@ def fail(command: str, err: Exception) -> NoReturn:
     if report is None:
         raise err
     message, code = report
-    typer.echo(f"mto {command}: {message}", err=True)
+    from mto import world
+
+    if world.is_main():  # under torchrun every process meets the same refusal: said once
+        typer.echo(f"mto {command}: {message}", err=True)
     raise typer.Exit(code) from None
 
 

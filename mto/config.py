@@ -63,6 +63,14 @@ class Keep(Choice):
     last = "last"  # the weights of the last step
 
 
+class Strategy(Choice):
+    """How several processes share a model (accelerate's plugins; mto/training/distributed.py)."""
+
+    ddp = "ddp"  # a full copy per process, gradients averaged (DistributedDataParallel)
+    fsdp = "fsdp"  # parameters, gradients and optimiser states sharded (FullyShardedDataParallel; GPUs)
+    deepspeed = "deepspeed"  # DeepSpeed ZeRO stage 2 (the `deepspeed` package; GPUs)
+
+
 class Optimizer(Choice):
     adamw = "adamw"  # torch's AdamW (fused where available)
     # transformers' Adafactor with a fixed step size, as both references ran it (MTO run.py L2192-2300:
@@ -288,6 +296,12 @@ class TrainConfig:
     monitor_mode: MonitorMode = MonitorMode.max
     patience: Optional[int] = None
     keep: Keep = Keep.best
+    # Beyond one device (README "Scaling out"). train.batch_size is the GLOBAL batch of one optimiser step,
+    # split into grad_accum x processes micro-batches; the loss is normalised by the label tokens of the whole
+    # global batch, so the result does not depend on the split (mto/training/distributed.py).
+    grad_accum: int = 1  # micro-batches each process accumulates per optimiser step
+    devices: int = 1  # processes the stage starts itself (one per GPU; on a CPU they share its cores)
+    strategy: Strategy = Strategy.ddp  # ddp | fsdp | deepspeed (the last two: GPUs only)
 
     def __post_init__(self) -> None:
         positive_int(self.steps, "train.steps", minimum=0)
@@ -303,6 +317,15 @@ class TrainConfig:
         positive_int(self.log_every, "train.log_every")
         positive_int(self.double_epochs_up_to, "train.double_epochs_up_to", optional=True)
         positive_int(self.patience, "train.patience", optional=True)
+        positive_int(self.grad_accum, "train.grad_accum")
+        positive_int(self.devices, "train.devices")
+        if self.packing and self.strategy != Strategy.ddp:
+            raise ConfigError(f"train.packing=true: with train.strategy=ddp only (not {self.strategy}, "
+                              "whose wrapped model cannot run the encoder on its own)")  # fmt: skip
+        parts = self.grad_accum * self.devices
+        expect(self.batch_size % parts == 0, "train.batch_size", self.batch_size,
+               f"a multiple of train.grad_accum x train.devices = {parts} (the global batch is split into "
+               "that many micro-batches)")  # fmt: skip
         if self.monitor is not None:
             expect(str(self.monitor).startswith("dev_"), "train.monitor", self.monitor,
                    "a dev figure such as dev_rougeL, dev_exact_match or dev_accuracy")  # fmt: skip
@@ -530,6 +553,10 @@ class MtoConfig:
         if self.train.patience is not None and not self.eval.every:
             raise ConfigError(f"train.patience={self.train.patience} needs eval.every (steps between "
                               "evaluations on the dev sample)")  # fmt: skip
+        if self.eval.every and self.train.strategy != Strategy.ddp:
+            raise ConfigError(f"eval.every={self.eval.every}: validation during training runs with "
+                              f"train.strategy=ddp only (not {self.train.strategy}, whose shards "
+                              "cannot decode); set eval.every=0")  # fmt: skip
 
         expect(isinstance(self.outputs, str) and self.outputs.strip() != "", "outputs", self.outputs,
                "a folder (the root of the run directories)")  # fmt: skip

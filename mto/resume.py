@@ -20,8 +20,10 @@ from mto.runs import RUN_FILE, read_json
 UNSET = "<unset>"
 
 # What a resumed run may set differently from the run it continues: how it runs, not what it computes.
+# (train.devices, train.grad_accum: a run checkpointed on N processes resumes on M; the global batch and the
+# data position stay the same.)
 RESUME_MAY_CHANGE = ("threads", "checkpoint", "train.log_every", "skip_completed", "resume", "outputs", "log",
-                     "optimized_metric")
+                     "optimized_metric", "train.devices", "train.grad_accum")  # fmt: skip
 # Never replayed from a run's files: enabling code is the user's own command line's alone.
 NEVER_REPLAYED = ("resume", "model.trust_remote_code")
 

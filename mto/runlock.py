@@ -17,6 +17,9 @@ from mto.errors import MtoError
 
 LOCK_FILE = ".lock"
 _LOCKS: dict[Path, list] = {}  # run directory -> [open lock file, how many holders in this process]
+# "<pid>:<run dir>": set by a stage for the workers it starts (`train.devices=N`, mto/stages/launch.py): the
+# process <pid> holds that directory's lock for them, so a worker whose parent it is writes without taking it.
+PARENT_LOCK_ENV = "MTO_RUN_LOCKED_BY"
 
 
 def lock_run_dir(run_dir: Path) -> None:
@@ -25,6 +28,9 @@ def lock_run_dir(run_dir: Path) -> None:
     key = Path(run_dir).resolve()
     if key in _LOCKS:
         _LOCKS[key][1] += 1
+        return
+    if os.environ.get(PARENT_LOCK_ENV) == f"{os.getppid()}:{key}":
+        _LOCKS[key] = [None, 1]  # held by the parent that started this worker
         return
     key.mkdir(parents=True, exist_ok=True)
     handle = open(key / LOCK_FILE, "a+", encoding="utf-8")  # noqa: SIM115 - held until unlock
@@ -50,7 +56,8 @@ def unlock_run_dir(run_dir: Path) -> None:
     held[1] -= 1
     if held[1] == 0:
         del _LOCKS[key]
-        held[0].close()  # closing the file releases the lock
+        if held[0] is not None:
+            held[0].close()  # closing the file releases the lock
 
 
 @contextlib.contextmanager

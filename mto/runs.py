@@ -4,8 +4,9 @@ atomic writes, and the record of a stage's success or failure.
 A run directory is created by Hydra (`hydra.run.dir`); this module owns what goes into it. Every JSON
 file is written to a temporary file, fsynced and renamed, so a kill at any moment never leaves a
 truncated file, and a run only says `completed` once everything it promised is on disk. One process at
-a time writes a run directory (mto/runlock.py). Files and folders get
-the permissions the umask gives (as `open` and `mkdir` would), not mkstemp's private 0600/0700.
+a time writes a run directory (mto/runlock.py): in a job of several processes, rank 0 (mto/world.py).
+Files and folders get the permissions the umask gives (as `open` and `mkdir` would), not mkstemp's
+private 0600/0700.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from mto import world
 from mto.cache import fingerprint
 from mto.errors import Interrupted, MtoError
 from mto.runlock import lock_run_dir, unlock_run_dir
@@ -189,6 +191,8 @@ class Run:
     def __init__(self, out_dir: Path, cfg: DictConfig, signals: bool = True):
         self.dir = Path(out_dir)
         self.cfg = cfg
+        # In a job of several processes rank 0 alone writes; the others keep `info` and their signals.
+        self.writer = world.is_main()
         self._signals: StopSignals | None = StopSignals(immediate=True) if signals else None
         previous = read_json(self.path) if self.path.is_file() else {}
         self.info: dict[str, Any] = {
@@ -213,6 +217,8 @@ class Run:
         return self.dir / RUN_FILE
 
     def save(self) -> None:
+        if not self.writer:
+            return
         try:
             atomic_write_json(self.path, self.info)
         except OSError as err:
@@ -249,10 +255,12 @@ class Run:
         self.save()
 
     def __enter__(self) -> Run:
-        self.dir.mkdir(parents=True, exist_ok=True)
-        lock_run_dir(self.dir)
+        if self.writer:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            lock_run_dir(self.dir)
         try:
-            self._reserve()
+            if self.writer:
+                self._reserve()
             if self._signals is not None:
                 self._signals.__enter__()
             self.save()
@@ -277,7 +285,10 @@ class Run:
             self.info["status"] = "completed"
         elif isinstance(exc, Interrupted) or (signalled and isinstance(exc, SystemExit)):
             self.info["status"] = "interrupted"  # a checkpoint is there (SystemExit: submitit requeues)
-            log.warning("run interrupted: resume with `mto %s resume=%s`", self.info["stage"], self.dir)
+            if self.writer:
+                log.warning("run interrupted: resume with `mto %s resume=%s`", self.info["stage"], self.dir)
+            else:  # the job's other processes say where they stopped (rank 0's run.json says it for all)
+                log.warning("interrupted: %s", exc)
         else:
             self.info["status"] = "failed"
             self.info["error"] = f"{type(exc).__name__}: {exc}"
@@ -289,14 +300,16 @@ class Run:
             cause = f" after: {self.info['error']}" if "error" in self.info else ""
             status = self.info["status"]
             raise MtoError(f"{self.path}: cannot record status {status!r} ({err}){cause}") from err
-        if exc is None:
+        if exc is None and self.writer:
             announce(self.dir, self.info["stage"])
 
     def _release(self) -> None:
-        self._give_back_reserve()
+        if self.writer:
+            self._give_back_reserve()
         if self._signals is not None:
             self._signals.__exit__(None, None, None)
-        unlock_run_dir(self.dir)
+        if self.writer:
+            unlock_run_dir(self.dir)
 
 
 # What a user does next with a completed run of a stage (shown with its directory).

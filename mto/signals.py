@@ -24,6 +24,7 @@ import signal
 import threading
 from collections.abc import Callable, Iterator
 
+from mto import world
 from mto.errors import Interrupted
 
 log = logging.getLogger("mto")
@@ -34,6 +35,8 @@ log = logging.getLogger("mto")
 # step 40; `save-model`: before the final model is written). Tests use it to interrupt a run at an exact
 # place instead of racing the wall clock; nothing else sets it. `<point>:<SIGNAL>@parent` sends it to the
 # parent process instead (a stage run by `mto run`: the signal reaches the pipeline, as a scheduler's would).
+# `<point>@<rank>:<SIGNAL>` raises it in the process of that rank only (a job of several processes,
+# mto/world.py).
 TEST_SIGNAL_ENV = "MTO_TEST_SIGNAL_AT"
 
 
@@ -44,8 +47,9 @@ def test_hook(point: str) -> None:
         return
     for item in spec.split(","):
         where, _, name = item.strip().rpartition(":")
+        where, _, rank = where.partition("@")
         name, _, target = name.partition("@")
-        if where == point:
+        if where == point and (not rank or int(rank) == world.rank()):
             sig = getattr(signal, f"SIG{name.upper()}")
             if target == "parent":
                 os.kill(os.getppid(), sig)

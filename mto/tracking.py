@@ -14,7 +14,8 @@ name and its lineage (adapt_run, match_run, ...) as tags, and the final figures 
 - W&B: project `log.project`, files in `<run>/wandb/`; `log.wandb_mode` or WANDB_MODE (offline works
   without an account; online needs `wandb login`).
 
-The libraries are used directly (the loop is not on accelerate, whose trackers wrap the same calls).
+The libraries are used directly (accelerate's trackers wrap the same calls, and would need the run's
+ids kept across resumes all the same).
 Only the process of rank 0 writes. A resumed run goes on in the same TensorBoard folder (events after
 the checkpoint's step purged), the same MLflow run and the same W&B run (ids kept in `trackers.json`).
 """
@@ -23,11 +24,11 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from pathlib import Path
 from typing import Any
 
+from mto import world
 from mto.config import MtoConfig, plain
 from mto.errors import ConfigError
 from mto.runs import atomic_write_json, atomic_write_text, read_json
@@ -182,7 +183,7 @@ class Tracking:
         self.dir = Path(run_dir)
         self.cfg = cfg
         self.info = info or {}  # run.json: lineage, attempt
-        self.rank0 = int(os.environ.get("RANK", "0")) == 0
+        self.rank0 = world.is_main()
         self.trackers: list = []
         self.last_step = 0
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -93,6 +94,20 @@ def mto(*args: str, cwd: Path, check: bool = True, timeout: int = 600) -> subpro
             f"mto {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
         )
     return proc
+
+
+@pytest.fixture(scope="module")
+def slurm():
+    """A single-node SLURM on localhost (scripts/slurm-local.sh); skipped where it cannot start."""
+    script = ROOT / "scripts" / "slurm-local.sh"
+    if os.geteuid() != 0 or shutil.which("apt-get") is None and shutil.which("slurmctld") is None:
+        pytest.skip("a local SLURM needs root and apt-get")
+    up = subprocess.run(["bash", str(script), "up"], capture_output=True, text=True, timeout=600)
+    if up.returncode == 3:
+        pytest.skip(f"local SLURM cannot start here: {up.stderr.strip()}")
+    assert up.returncode == 0, up.stderr
+    yield
+    subprocess.run(["bash", str(script), "down"], capture_output=True, text=True, timeout=120)
 
 
 def run_dirs(root: Path) -> list[Path]:

@@ -79,6 +79,10 @@ def test_the_config_accepts_the_registered_names_and_only_them():
         ("train.patience=0", r"^train\.patience=0: expected an integer >= 1$"),
         ("train.monitor=rougeL", r"^train\.monitor='rougeL': expected a dev figure such as dev_rougeL"),
         ("train.patience=2", r"^train\.patience=2 needs eval\.every"),
+        ("train.grad_accum=0", r"^train\.grad_accum=0: expected an integer >= 1$"),
+        ("train.devices=0", r"^train\.devices=0: expected an integer >= 1$"),
+        ("train.grad_accum=3", r"^train\.batch_size=32: expected a multiple of train\.grad_accum x train"),
+        ("train.devices=5", r"^train\.batch_size=32: expected a multiple of train\.grad_accum x train"),
         ("eval.split=valid", r"^eval\.split=valid: expected one of train, dev, test$"),
         ("eval.extra_splits=[dev,valid]", r"^eval\.extra_splits=valid: expected one of train, dev, test$"),
         ("eval.num_beams=0", r"^eval\.num_beams=0: expected an integer >= 1$"),
@@ -105,6 +109,21 @@ def test_each_range_check_names_its_key(override, expected):
     compose_train("objective.noise_density=0.15")  # the defaults themselves pass
     with pytest.raises(ConfigError, match=expected):
         compose_train(override)
+
+
+@pytest.mark.parametrize(
+    "overrides, expected",
+    [
+        (["train.packing=true", "train.strategy=fsdp"], r"^train\.packing=true: with train\.strategy=ddp"),
+        (["eval.every=10", "train.strategy=deepspeed"], r"^eval\.every=10: validation during training runs"),
+        (["train.batch_size=12", "train.grad_accum=2", "train.devices=4"],
+         r"^train\.batch_size=12: expected a multiple of train\.grad_accum x train\.devices = 8 "),
+    ],
+)
+def test_settings_beyond_one_device_that_cannot_go_together_are_refused(overrides, expected):
+    compose_train("train.batch_size=16", "train.grad_accum=2", "train.devices=4")  # 16 = 2 x 4 x 2: fine
+    with pytest.raises(ConfigError, match=expected):
+        compose_train(*overrides)
 
 
 def test_mixed_needs_a_route_and_span_corruption_no_tail_form():

@@ -1,9 +1,9 @@
 """Reliability of runs against unlucky and hostile users: crash-safe checkpoints, resume that replays
 only the run's own settings and refuses what would change its result, one writer per run directory,
 twins that know their data, one-line errors, signals handled to the end, shared-cluster permissions,
-launchers that would duplicate work. Interruptions are triggered at an exact step or place through the
-test-only hook `MTO_TEST_SIGNAL_AT` (mto/signals.py), never by racing the wall clock; the slow
-kill-anywhere test alone kills at random instants, on purpose."""
+launchers that would duplicate work (now tests/test_distributed.py). Interruptions are triggered at an
+exact step or place through the test-only hook `MTO_TEST_SIGNAL_AT` (mto/signals.py), never by racing
+the wall clock; the slow kill-anywhere test alone kills at random instants, on purpose."""
 
 from __future__ import annotations
 
@@ -412,27 +412,8 @@ def test_result_files_follow_the_umask(straight):
     assert (straight / "model").stat().st_mode & 0o777 == 0o775
 
 
-# ---------------------------------------------------------------- item 12: launchers that duplicate work
-
-def test_torchrun_with_two_processes_is_refused(tmp_path):
-    proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m",
-         "mto.cli", "train", *ARGS], cwd=tmp_path, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
-    assert proc.returncode != 0
-    refusals = [ln for ln in proc.stderr.splitlines() if "multi-process training is not supported yet" in ln]
-    assert len(refusals) == 2 and all("mto train: error: started as 2 processes" in ln for ln in refusals)
-    assert not (tmp_path / "outputs").exists()
-
-
-def test_submitit_with_two_tasks_per_node_is_refused(tmp_path):
-    proc = run("train", "-m", "hydra/launcher=submitit_local", "hydra.launcher.tasks_per_node=2",
-               "hydra.launcher.timeout_min=5", *ARGS, cwd=tmp_path)  # fmt: skip
-    assert proc.returncode == 2
-    (line,) = error_lines(proc)
-    assert "the launcher started 2 tasks for this job" in line
-    statuses = [read_json(job / "run.json")["status"] for job in run_dirs(tmp_path / "outputs")]
-    assert "completed" not in statuses
+# ---------------------------------------------------------------- item 12: launchers that duplicated work
+# torchrun and submitit with several tasks per job now make one run each: tests/test_distributed.py.
 
 
 # ---------------------------------------------------------------- the kill-anywhere test

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import ROOT, fake_run, mto, read_json, run_dirs
+from conftest import fake_run, mto, read_json, run_dirs
 
 from mto.tracking import read_steps
 
@@ -334,20 +334,6 @@ def test_report_html_page_renders_in_a_browser(tmp_path):
 
 
 # ---------------------------------------------------------------- a real SLURM
-
-
-@pytest.fixture(scope="module")
-def slurm():
-    """A single-node SLURM on localhost (scripts/slurm-local.sh); skipped where it cannot start."""
-    script = ROOT / "scripts" / "slurm-local.sh"
-    if os.geteuid() != 0 or shutil.which("apt-get") is None and shutil.which("slurmctld") is None:
-        pytest.skip("a local SLURM needs root and apt-get")
-    up = subprocess.run(["bash", str(script), "up"], capture_output=True, text=True, timeout=600)
-    if up.returncode == 3:
-        pytest.skip(f"local SLURM cannot start here: {up.stderr.strip()}")
-    assert up.returncode == 0, up.stderr
-    yield
-    subprocess.run(["bash", str(script), "down"], capture_output=True, text=True, timeout=120)
 
 
 SLURM = ["hydra/launcher=slurm_cpu", "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=2",

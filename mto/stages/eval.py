@@ -21,6 +21,7 @@ from omegaconf import DictConfig
 from rich.console import Console
 from rich.table import Table
 
+from mto import world
 from mto.config import MtoConfig, typed
 from mto.errors import ConfigError
 from mto.metrics import figures, score
@@ -91,7 +92,8 @@ def evaluate(
     `eval.max_examples`); write predictions.jsonl and metrics.json (suffixed with the split's name when
     it is not `eval.split`) into `out_dir` (None: write and show nothing); return the metrics (generation:
     exact match, ROUGE-L, BLEU, distinct; choice: accuracy, unmatched share; with `eval.gold_scores`, the
-    gold targets' NLL and DepthRank, mto/stages/gold.py)."""
+    gold targets' NLL and DepthRank, mto/stages/gold.py). Run by every process of a job: each decodes its
+    share of the batches (`generate`), and all score the gathered outputs."""
     split = split or cfg.eval.split
     suffix = "" if split == cfg.eval.split else f"_{split}"
     examples = task.split(split)
@@ -116,7 +118,7 @@ def evaluate(
         summary["figures"] += gold.figures(gold_summary)
         for row, extra in zip(per_example, gold_rows, strict=True):
             row.update(extra)
-    if out_dir is None:
+    if out_dir is None or not world.is_main():  # several processes: each scored all, rank 0 writes
         return summary
     lines = []
     for ex, (source, _), pred, scores in zip(examples, pairs, predictions, per_example, strict=True):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import math
@@ -18,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 import mto.config  # noqa: F401  (registers the resolvers a worker needs before configs resolve)
-from mto import tuning
+from mto import tuning, world
 from mto.config import MtoConfig, conf_dir
 from mto.errors import ConfigError, Interrupted, MtoError, exit_report
 from mto.matching import auto_template
@@ -35,6 +36,7 @@ from mto.runs import (
     read_json,
 )
 from mto.signals import test_hook
+from mto.stages import launch
 from mto.tasks import SPLITS, TaskData, load_task
 from mto.templates import GroupedTemplate, Template, fill
 from mto.training.checkpoint import CHECKPOINTS, Checkpoint
@@ -45,12 +47,13 @@ log = logging.getLogger("mto")
 
 
 def stage_main(fn: Callable[[DictConfig], dict]) -> Callable[[DictConfig], float]:
-    """Wrap a stage's Hydra task function: one process per job, one writer per run directory (its
-    lock), completed twins skipped, the checkpoint dropped once the run is completed, and every failure
-    ending a single run as one line on stderr (the traceback in the run's log) and exit code 2 (3:
-    interrupted, resumable). In a multirun the error is re-raised for Hydra, which goes on with the
-    other jobs and reports the failure at the end. The stage's figures become the one float a sweeper
-    optimises (`optimized_value`)."""
+    """Wrap a stage's Hydra task function: one run directory per job whatever runs it (one process,
+    `train.devices` workers it starts, or the ranks of torchrun or of a SLURM job: mto/stages/launch.py),
+    one writer per run directory (rank 0, holding its lock), completed twins skipped, the checkpoint
+    dropped once the run is completed, and every failure ending a single run as one line on stderr (the
+    traceback in the run's log) and exit code 2 (3: interrupted, resumable). In a multirun the error is
+    re-raised for Hydra, which goes on with the other jobs and reports the failure at the end. The
+    stage's figures become the one float a sweeper optimises (`optimized_value`)."""
 
     @functools.wraps(fn)
     def task(cfg: DictConfig) -> float:
@@ -58,16 +61,21 @@ def stage_main(fn: Callable[[DictConfig], dict]) -> Callable[[DictConfig], float
         # A full disk must not turn every log line into a logging traceback: the run's error says it.
         logging.raiseExceptions = False
         try:
-            refuse_multi_process()
-            with locked(job_dir()):
+            how = launch.mode(cfg)
+            if how == "member":
+                launch.join_job(cfg)
+            main = world.is_main()
+            with locked(job_dir()) if main else contextlib.nullcontext():
                 skip_completed = cfg.skip_completed
                 if skip_completed is None:  # on in a sweep, off for one run
                     skip_completed = multirun
-                twin = find_completed_twin(cfg) if skip_completed else None
+                twin = launch.agree(find_completed_twin(cfg) if skip_completed and main else None)
                 if twin is not None:
-                    return optimized_value(cfg, skip(cfg, twin))
-                result = fn(cfg)
-                drop_checkpoint(cfg)
+                    return optimized_value(cfg, launch.agree(skip(cfg, twin) if main else None))
+                result = launch.spawn(cfg, fn) if how == "spawn" else fn(cfg)
+                launch.barrier()
+                if main:
+                    drop_checkpoint(cfg)
                 return optimized_value(cfg, result)
         except Exception as err:
             report_failure(cfg, err, multirun)
@@ -114,30 +122,14 @@ def report_failure(cfg: DictConfig, err: Exception, multirun: bool) -> NoReturn:
         if known:
             raise err
         raise MtoError(message.removeprefix("error: ")) from err
+    if not world.is_main():  # the job's other processes: rank 0 says what they all met
+        if not known:
+            sys.stderr.write(f"mto {cfg.stage} (rank {world.rank()}): {message}\n")
+        raise SystemExit(code) from None
     if isinstance(err, Interrupted):
         message += f"; resume with `mto {cfg.stage} resume={job_dir()}`"
     sys.stderr.write(f"mto {cfg.stage}: {message}\n")
     raise SystemExit(code) from None
-
-
-def refuse_multi_process() -> None:
-    """Refuse a job started as several processes (torchrun, hydra.launcher.tasks_per_node > 1): each
-    would train the same run on its own. Until multi-process training lands, one process per job."""
-    world = os.environ.get("WORLD_SIZE", "1")
-    if world.isdigit() and int(world) > 1:
-        raise ConfigError(
-            f"started as {world} processes (WORLD_SIZE={world}, e.g. torchrun --nproc_per_node {world}): "
-            "multi-process training is not supported yet; start one process"
-        )
-    if os.environ.get("SUBMITIT_EXECUTOR"):
-        import submitit
-
-        tasks = submitit.JobEnvironment().num_tasks
-        if tasks > 1:
-            raise ConfigError(
-                f"the launcher started {tasks} tasks for this job (hydra.launcher.tasks_per_node or nodes): "
-                "multi-process training is not supported yet; set hydra.launcher.tasks_per_node=1"
-            )
 
 
 def twin_roots(cfg: DictConfig) -> list[Path]:
@@ -300,6 +292,8 @@ def save_model(model, tokenizer, path: Path, state: tuning.TuningState | None = 
     """`save_pretrained` (safetensors) into a temporary folder, then rename: never half a model.
     A tuned model (tuning != full: `state` from `apply_tuning`) saves its adapter only (mto/tuning)."""
     path = Path(path)
+    if not world.is_main():
+        return
     test_hook("save-model")
     tmp = make_temp_dir(path.parent, ".model-")
     try:

@@ -1,5 +1,7 @@
 """Checkpoints of the training loop: the folders a run resumes from, swapped so that a kill at any
-instant leaves the newest complete one in place. The signals that ask for one are in mto/signals.py."""
+instant leaves the newest complete one in place. The signals that ask for one are in mto/signals.py.
+Written by rank 0 alone (every process holds the same weights and optimiser state under DDP); a sharded
+model's (FSDP, DeepSpeed) is accelerate's `save_state`, to which every process writes its shard."""
 
 from __future__ import annotations
 
@@ -13,9 +15,11 @@ from pathlib import Path
 
 import torch
 
+from mto import world
 from mto.errors import MtoError
 from mto.runs import follow_umask, fsync_path, make_temp_dir
 from mto.signals import StopSignals, test_hook
+from mto.training import distributed
 
 __all__ = ["CHECKPOINTS", "Checkpoint", "StopSignals", "rng_state", "set_rng_state", "test_hook"]
 
@@ -23,6 +27,7 @@ log = logging.getLogger("mto")
 
 CHECKPOINTS = "checkpoints"  # the folder in a run directory
 STEP_DIR = re.compile(r"step-(\d+)")
+SHARDED = "accelerate"  # the folder of a sharded model's state in a checkpoint (`Accelerator.save_state`)
 
 
 class Checkpoint:
@@ -57,24 +62,38 @@ class Checkpoint:
             for path in [*self.folder.glob(".tmp-*"), *self.folder.glob(".trash-*")]:
                 shutil.rmtree(path, ignore_errors=True)
 
-    def save(self, model, optimizer, scheduler, state: dict) -> None:
+    def save(self, model, optimizer, scheduler, state: dict, accelerator=None) -> None:
+        """Called by every process: rank 0 writes (with a sharded `accelerator`, every process writes its
+        shard into the folder rank 0 made)."""
         from safetensors.torch import save_file
 
+        shards = accelerator is not None and distributed.sharded(accelerator)
+        if not shards and not world.is_main():
+            return
         step = int(state["step"])
-        if not self.folder.is_dir():
-            self.folder.mkdir(parents=True, exist_ok=True)
-            fsync_path(self.folder.parent)
-        self.clean()
-        tmp = make_temp_dir(self.folder, ".tmp-")
+        tmp = None
+        if world.is_main():
+            if not self.folder.is_dir():
+                self.folder.mkdir(parents=True, exist_ok=True)
+                fsync_path(self.folder.parent)
+            self.clean()
+            tmp = make_temp_dir(self.folder, ".tmp-")
+        if shards:
+            tmp = Path(distributed.broadcast(str(tmp)))
+            accelerator.save_state(str(tmp / SHARDED))
+            distributed.barrier()
+            if not world.is_main():
+                return
         final = self.folder / f"step-{step}"
         try:
-            weights = {
-                n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad
-            }
-            save_file(weights, str(tmp / "trainable.safetensors"))
+            if not shards:
+                weights = {
+                    n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad
+                }
+                save_file(weights, str(tmp / "trainable.safetensors"))
             torch.save(
                 {
-                    "optimizer": optimizer.state_dict(),
+                    **({} if shards else {"optimizer": optimizer.state_dict()}),
                     "scheduler": scheduler.state_dict(),
                     "torch_rng": torch.get_rng_state(),
                     "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
@@ -83,7 +102,7 @@ class Checkpoint:
                 tmp / "state.pt",
             )
             follow_umask(tmp)
-            for path in tmp.iterdir():
+            for path in tmp.rglob("*"):
                 fsync_path(path)
             fsync_path(tmp)
             test_hook(f"checkpoint-written-{step}")
@@ -107,22 +126,30 @@ class Checkpoint:
         test_hook(f"checkpoint-pruned-{step}")
         shutil.rmtree(trash, ignore_errors=True)
 
-    def load(self, model, optimizer, scheduler) -> dict:
-        """Restore the newest readable checkpoint into model, optimiser and scheduler; return its state."""
+    def load(self, model, optimizer, scheduler, accelerator=None) -> dict:
+        """Restore the newest readable checkpoint into model, optimiser and scheduler; return its state.
+        Every process reads it (the same one: the unreadable ones fail alike); rank 0 alone tidies and
+        sets aside. With a sharded `accelerator` the model and optimiser come from `load_state`."""
         from safetensors.torch import load_file
 
-        self.clean()
+        shards = accelerator is not None and distributed.sharded(accelerator)
+        if world.is_main():
+            self.clean()
         for _, path in self.complete():
             try:  # both files are read before anything is restored
-                weights = load_file(str(path / "trainable.safetensors"))
+                weights = {} if shards else load_file(str(path / "trainable.safetensors"))
                 state = torch.load(path / "state.pt", weights_only=True)
             except Exception as err:  # noqa: BLE001 - any unreadable file: the next older checkpoint
-                aside = path.with_name(f".unreadable-{path.name}-{uuid.uuid4().hex[:8]}")
-                log.warning("checkpoint %s cannot be read (%s); set aside as %s", path, err, aside.name)
-                os.replace(path, aside)
+                if world.is_main():
+                    aside = path.with_name(f".unreadable-{path.name}-{uuid.uuid4().hex[:8]}")
+                    log.warning("checkpoint %s cannot be read (%s); set aside as %s", path, err, aside.name)
+                    os.replace(path, aside)
                 continue
-            self._restore_weights(model, weights, path)
-            optimizer.load_state_dict(state.pop("optimizer"))
+            if shards:  # accelerate's own files, which this run wrote (its RNG states are pickled)
+                accelerator.load_state(str(path / SHARDED))
+            else:
+                self._restore_weights(model, weights, path)
+                optimizer.load_state_dict(state.pop("optimizer"))
             scheduler.load_state_dict(state.pop("scheduler"))
             torch.set_rng_state(state.pop("torch_rng"))
             cuda_rng = state.pop("cuda_rng")

@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+from mto.training import distributed
 from mto.training.features import collate
 from mto.training.runtime import autocast, device, progress_bar
 
@@ -116,18 +117,20 @@ def greedy_generate(
 def generate(
     model, tokenizer, sources: list[str], cfg, precision: str, max_source_length: int
 ) -> list[list[int]]:
-    """Generated token ids for each source, batched longest-first so batches pad little."""
+    """Generated token ids for each source, batched longest-first so batches pad little. In a job of
+    several processes each decodes a consecutive share of the same batches and every process gets all
+    outputs back: the batches are those of one process, so the outputs are too."""
     dev = device()
     encoded = tokenizer(sources, truncation=True, max_length=max_source_length)["input_ids"]
     order = sorted(range(len(sources)), key=lambda i: -len(encoded[i]))
+    batches = distributed.shard([order[s : s + cfg.batch_size] for s in range(0, len(order), cfg.batch_size)])
     outputs: list[list[int]] = [[] for _ in sources]
     pad = tokenizer.pad_token_id
     model.eval()
     greedy = cfg.num_beams == 1 and supports_greedy_generate(model)
     with progress_bar() as progress, torch.inference_mode():
-        task = progress.add_task("eval", total=len(sources), info="")
-        for start in range(0, len(order), cfg.batch_size):
-            idx = order[start : start + cfg.batch_size]
+        task = progress.add_task("eval", total=sum(map(len, batches)), info="")
+        for idx in batches:
             batch = collate([{"input_ids": encoded[i], "labels": [pad]} for i in idx], pad)
             with autocast(precision, dev):
                 if greedy:  # same tokens as model.generate, less work per step (see greedy_generate)
@@ -148,4 +151,9 @@ def generate(
             for row, i in enumerate(idx):
                 outputs[i] = out[row]
             progress.advance(task, len(idx))
+    if distributed.size() > 1:
+        mine = {i: outputs[i] for idx in batches for i in idx}
+        for share in distributed.all_gather(mine):
+            for i, out in share.items():
+                outputs[i] = out
     return outputs

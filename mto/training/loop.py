@@ -2,11 +2,14 @@
 
 Written by hand rather than with `Seq2SeqTrainer` because the runner needs control the Trainer does
 not give cheaply on a CPU: length-grouped batches from pre-tokenised features, bf16 autocast chosen per
-device, exact step counts, deterministic data order from the run's seed, and rich progress bars.
+device, exact step counts, deterministic data order from the run's seed, and rich progress bars. The
+devices are accelerate's (`Accelerator`: DDP, FSDP, DeepSpeed, gradient accumulation, autocast); the
+split of a global batch over processes and micro-batches is in mto/training/distributed.py.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import random
@@ -17,10 +20,11 @@ from typing import Protocol
 
 import torch
 
+from mto.training import distributed
 from mto.training.checkpoint import Checkpoint, StopSignals, rng_state, set_rng_state, test_hook
 from mto.training.features import collate, epoch_batches
 from mto.training.packing import pack, packed_forward
-from mto.training.runtime import autocast, device, progress_bar
+from mto.training.runtime import device, progress_bar
 from mto.training.validation import Validation, Watch
 
 log = logging.getLogger("mto")
@@ -120,7 +124,12 @@ def train_model(
     With `checkpoint`, the loop resumes from it when one exists, saves one every `checkpoint.every`
     steps and after the last, and on SIGTERM/SIGUSR1/SIGUSR2/SIGINT saves one and stops (`Interrupted`).
     A resumed run ends with the same weights as an uninterrupted one: the data order, RNG and optimiser
-    states all continue.
+    states all continue. The data position is the global batch's, so a run checkpointed on 2 processes
+    resumes on 1 and vice versa.
+
+    Run by every process of a job (mto/stages/launch.py), each training on its micro-batches of every
+    global batch (`cfg.batch_size`, split into `cfg.grad_accum` x processes); a signal reaching any of
+    them stops all at the same step.
 
     With `validation`, the model is evaluated every `validation.every` steps and after the last one; the
     loop stops early when the watched figure stops improving, and ends with the best weights unless told
@@ -130,12 +139,20 @@ def train_model(
     if not features:
         raise ValueError("no training examples")
     dev = device()
-    model.to(dev).train()
+    acc = distributed.make_accelerator(cfg, precision, dev)
+    processes, rank, accum = acc.num_processes, acc.process_index, int(getattr(cfg, "grad_accum", 1))
+    distributed.check_split(cfg, processes)
+    shards = distributed.sharded(acc)
+    # FSDP and DeepSpeed rebuild the module they train: a copy trains, `model` gets its weights at the end.
+    net = copy.deepcopy(model) if shards else model
+    if shards:
+        model.to("cpu")
+    net.to(acc.device).train()
     steps = total_steps(cfg, len(features))
-    optimizer, scheduler = make_optimizer(model, cfg, steps, lr)
+    optimizer, scheduler = make_optimizer(net, cfg, steps, lr)
     rng = random.Random(seed)
     pad_id = tokenizer.pad_token_id
-    start_id = model.config.decoder_start_token_id
+    start_id = net.config.decoder_start_token_id
     compute_dtype = torch.bfloat16 if precision == "bf16" else torch.float32
     first_features = features
 
@@ -147,8 +164,12 @@ def train_model(
     first_step = n_examples = n_tokens = 0
     epoch = -1  # the epoch `batches` belong to
     watch = Watch(validation)
-    if checkpoint is not None and checkpoint.exists():
-        state = checkpoint.load(model, optimizer, scheduler)
+    resuming = checkpoint is not None and checkpoint.exists()
+    state: dict = checkpoint.load(net, optimizer, scheduler) if resuming and not shards else {}
+    wrapped, optimizer = acc.prepare(net, optimizer)
+    if resuming and shards:
+        state = checkpoint.load(net, optimizer, scheduler, accelerator=acc)
+    if state:
         first_step, batches, recent = state["step"], state["batches"], state["recent"]
         epoch = int(state.get("epoch", 0))
         set_rng_state(rng, state["sampler_rng"])
@@ -159,10 +180,43 @@ def train_model(
         step_log.start(first_step)
 
     def save(step: int) -> None:
-        checkpoint.save(model, optimizer, scheduler, {
+        checkpoint.save(net, optimizer, scheduler, {
             "step": step, "epoch": epoch, "batches": batches, "recent": recent,
             "sampler_rng": rng_state(rng), **watch.state(),
-        })  # fmt: skip
+        }, accelerator=acc)  # fmt: skip
+
+    def forward(micro: list[dict]) -> torch.Tensor:
+        """The mean token loss of a micro-batch."""
+        with acc.autocast():
+            if cfg.packing:  # the same examples in fewer rows: the same loss, less padding
+                packed = {k: v.to(acc.device) for k, v in pack(micro, pad_id, start_id).items()}
+                return packed_forward(net, packed, compute_dtype, call=wrapped).loss
+            return wrapped(**{k: v.to(acc.device) for k, v in collate(micro, pad_id).items()}).loss
+
+    def optimiser_step(step: int, batch: list[int]) -> torch.Tensor:
+        """This process's micro-batches of global batch `batch`, accumulated, then one optimiser step;
+        returns the label-token-summed loss of its micro-batches."""
+        n_total = sum(len(features[i]["labels"]) for i in batch)
+        parts = distributed.micro_batches(batch, processes * accum)
+        loss_sum = torch.zeros((), dtype=torch.float64, device=acc.device)
+        for g in range(accum):
+            index = g * processes + rank
+            ids = parts[index]
+            # An empty micro-batch (an epoch's short last batch) still runs, weighted 0: every process
+            # takes part in every gradient exchange.
+            micro = [features[i] for i in ids] or [features[batch[0]]]
+            n = sum(len(f["labels"]) for f in micro) if ids else 0
+            torch.manual_seed(distributed.micro_seed(seed, step, index))
+            with acc.accumulate(wrapped):
+                mean = forward(micro)
+                acc.backward(mean * distributed.token_weight(n, n_total, processes * accum))
+            loss_sum += mean.detach().to(torch.float64) * n
+        if cfg.grad_clip:
+            acc.clip_grad_norm_(wrapped.parameters(), cfg.grad_clip)
+        optimizer.step()
+        scheduler.step()  # not prepared: once per optimiser step, however many processes
+        optimizer.zero_grad(set_to_none=True)
+        return loss_sum
 
     start = window_start = time.perf_counter()
     window_tokens, eval_seconds = 0, 0.0
@@ -175,34 +229,28 @@ def train_model(
                 features = features_of(epoch)
                 batches = epoch_batches(features, cfg.batch_size, rng, cfg.group_by_length)
             batch_ids = batches.pop()
-            chosen = [features[i] for i in batch_ids]
-            with autocast(precision, dev):
-                if cfg.packing:  # the same examples in fewer rows: the same loss, less padding
-                    packed = {k: v.to(dev) for k, v in pack(chosen, pad_id, start_id).items()}
-                    loss = packed_forward(model, packed, compute_dtype).loss
-                else:
-                    loss = model(**{k: v.to(dev) for k, v in collate(chosen, pad_id).items()}).loss
-            loss.backward()
-            if cfg.grad_clip:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            recent.append(float(loss.detach()))
-            recent = recent[-max(1, cfg.log_every) :]
+            loss_sum = optimiser_step(step, batch_ids)
+            test_hook(f"step-{step + 1}")
             n_examples += len(batch_ids)
-            tokens = sum(len(f["input_ids"]) + len(f["labels"]) for f in chosen)
+            tokens = sum(len(features[i]["input_ids"]) + len(features[i]["labels"]) for i in batch_ids)
             n_tokens += tokens
             window_tokens += tokens
             stop = False
             if watch.due(step + 1, steps):
                 eval_start = time.perf_counter()
-                figures = watch.evaluate(model, step + 1)
+                figures = watch.evaluate(net, step + 1)
                 spent = time.perf_counter() - eval_start
                 eval_seconds, window_start = eval_seconds + spent, window_start + spent  # tokens/s: training
                 if step_log is not None:
                     step_log.log(step + 1, figures)
                 stop = watch.should_stop and step + 1 < steps
+            # The step's loss over the global batch, and any stop signal received until now (during the
+            # evaluation too): the same on every process.
+            total, stop_signal = distributed.step_figures(acc, loss_sum, signals.received)
+            if stop_signal and signals.received is None:  # another process received it
+                signals.received = stop_signal
+            recent.append(total / sum(len(features[i]["labels"]) for i in batch_ids))
+            recent = recent[-max(1, cfg.log_every) :]
             if (step + 1) % cfg.log_every == 0 or step + 1 == steps or stop:
                 mean = sum(recent) / len(recent)
                 lr = scheduler.get_last_lr()[0]
@@ -219,16 +267,22 @@ def train_model(
                 stopped_early, steps = True, step + 1
                 break
             progress.advance(task)
-            test_hook(f"step-{step + 1}")
             if checkpoint is not None:
                 # After the last step too: it stays until the run is completed, so a signal during the
                 # final save or evaluation resumes without training again.
                 due = checkpoint.every and (step + 1) % checkpoint.every == 0
-                if due or step + 1 == steps or signals.received is not None:
+                if due or step + 1 == steps or stop_signal:
                     save(step + 1)
-                if signals.received is not None:
+                if stop_signal:
+                    distributed.barrier()  # the checkpoint is complete before any process stops
                     signals.forward(f" after the checkpoint at step {step + 1}")
     seconds = max(time.perf_counter() - start, 1e-9)
+    if shards:
+        model.load_state_dict(distributed.full_weights(acc, wrapped))
+        model.to(dev)
+    else:
+        acc.unwrap_model(wrapped, keep_fp32_wrapper=False)  # takes accelerate's autocast off model.forward
+    acc.free_memory()
     best = validation is not None and validation.keep_best and watch.restore_best(model)
     model.eval()
     return TrainResult(

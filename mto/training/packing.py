@@ -138,13 +138,15 @@ def _as_model_mask(mask: torch.Tensor, model: Any, dtype: torch.dtype) -> torch.
     return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(~mask, torch.finfo(dtype).min)
 
 
-def packed_forward(model: Any, packed: dict[str, torch.Tensor], dtype: torch.dtype = torch.float32):
+def packed_forward(model: Any, packed: dict[str, torch.Tensor], dtype: torch.dtype = torch.float32,
+                   call: Any = None):  # fmt: skip
     """The model's output on a packed batch; its `loss` is the mean token cross-entropy over all label
-    tokens, as the unpacked batch's `model(**batch).loss`. The encoder runs on its own masks first."""
+    tokens, as the unpacked batch's `model(**batch).loss`. The encoder runs on its own masks first; the
+    rest through `call` (default `model`; the loop passes the model as accelerate prepared it, DDP)."""
     segments = segment_masks(packed["encoder_segments"], packed["decoder_segments"])
     enc_mask, dec_mask, cross_mask = (_as_model_mask(m, model, dtype) for m in segments)
     encoded = model.get_encoder()(input_ids=packed["input_ids"], attention_mask=enc_mask)
-    return model(
+    return (call or model)(
         encoder_outputs=encoded,
         attention_mask=cross_mask,
         decoder_input_ids=packed["decoder_input_ids"],

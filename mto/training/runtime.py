@@ -1,5 +1,5 @@
 """What a process runs with: torch threads, seeds, the device, the precision (`auto` resolved per device),
-autocast, and the progress bar the loop and decoding share."""
+autocast, and the progress bar the loop and decoding share (shown by rank 0 only)."""
 
 from __future__ import annotations
 
@@ -18,12 +18,23 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from mto import world
+
+
+def cores_per_process() -> int:
+    """This process's share of the cores: under SLURM the cores of its task (SLURM_CPUS_PER_TASK), else the
+    cores it may run on divided among the job's processes on this machine (2 processes x all cores each
+    ran 2.4x slower than 1 thread each on a 2-core CPU: they fight over the cores)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    per_task = os.environ.get("SLURM_CPUS_PER_TASK", "")
+    if per_task.isdigit() and int(per_task) > 0:
+        return max(1, min(cores, int(per_task)))
+    return max(1, cores // world.local_world_size())
+
 
 def set_threads(threads: int | None) -> int:
-    """Use `threads` torch threads, or as many as the cores this process may run on."""
-    if not threads:
-        threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    torch.set_num_threads(max(1, int(threads)))
+    """Use `threads` torch threads, or this process's share of the cores (`cores_per_process`)."""
+    torch.set_num_threads(max(1, int(threads or cores_per_process())))
     return torch.get_num_threads()
 
 
@@ -33,8 +44,18 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def mps_available() -> bool:
+    mps = getattr(torch.backends, "mps", None)
+    return bool(mps is not None and mps.is_available())
+
+
 def device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """The GPU of this process's local rank, else Apple's MPS, else the CPU (what accelerate picks too)."""
+    if torch.cuda.is_available():
+        return torch.device("cuda", world.local_rank() % torch.cuda.device_count())
+    if mps_available():
+        return torch.device("mps")
+    return torch.device("cpu")
 
 
 def cpu_supports_bf16() -> bool:
@@ -54,6 +75,8 @@ def resolve_precision(precision: str, dev: torch.device) -> str:
         return precision
     if dev.type == "cuda":
         return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    if dev.type == "mps":
+        return "fp32"
     return "bf16" if cpu_supports_bf16() else "fp32"
 
 
@@ -73,4 +96,5 @@ def progress_bar() -> Progress:
         TextColumn("eta"),
         TimeRemainingColumn(),
         transient=False,
+        disable=not world.is_main(),  # one bar per job, not one per process
     )

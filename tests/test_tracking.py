@@ -10,6 +10,7 @@ import struct
 import subprocess
 import sys
 from pathlib import Path
+from unittest import mock
 
 import pytest
 from conftest import SMALL, mto, read_json, run_dirs
@@ -28,17 +29,9 @@ def tracked(tmp_path_factory, cache_dir):
     env = {"WANDB_MODE": "offline", "WANDB_SILENT": "true", "WANDB_DIR": str(cwd),
            "WANDB_CONFIG_DIR": str(cwd / ".wandb-config"), "WANDB_CACHE_DIR": str(cwd / ".wandb-cache"),
            "WANDB_DATA_DIR": str(cwd / ".wandb-data"), "MTO_CACHE_DIR": str(cache_dir)}  # fmt: skip
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
+    with mock.patch.dict(os.environ, env):
         mto("match", "match.method=rules", "data.n_heads=60", "hydra.run.dir=match", cwd=cwd)
         mto("train", *WATCHED, f"log.to=[{','.join(INSTALLED)}]", f"match_run={cwd / 'match'}", cwd=cwd)
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
     (run,) = run_dirs(cwd / "outputs" / "train")
     return cwd / "outputs", run
 

@@ -11,7 +11,8 @@
   run directory must be given (`check_torchrun`), or each process would make its own.
 
 In every case rank 0 takes the lock and decides whether a completed twin makes the job unnecessary, and
-tells the others (`agree`); only rank 0 writes; other ranks log warnings only (`quiet_other_ranks`).
+tells the others (`distributed.broadcast`); only rank 0 writes; other ranks log warnings only
+(`quiet_other_ranks`).
 `train`, `adapt` and `eval` run on several processes; `match` and `run` in one (`run` hands
 train.devices to its stages).
 """
@@ -109,16 +110,6 @@ def quiet_other_ranks() -> None:
             handler.setFormatter(logging.Formatter(f"[rank {world.rank()}][%(levelname)s] - %(message)s"))
     for logger in (root, logging.getLogger("mto")):
         logger.setLevel(logging.WARNING)
-
-
-def agree(value: Any) -> Any:
-    """Rank 0's `value` on every rank (itself when this process runs alone)."""
-    return distributed.broadcast(value)
-
-
-def barrier() -> None:
-    """Wait for every rank of the job (nothing when this process runs alone)."""
-    distributed.barrier()
 
 
 # ---------------------------------------------------------------------------- train.devices=N

@@ -39,6 +39,7 @@ from mto.signals import test_hook
 from mto.stages import launch
 from mto.tasks import SPLITS, TaskData, load_task
 from mto.templates import GroupedTemplate, Template, fill
+from mto.training import distributed
 from mto.training.checkpoint import CHECKPOINTS, Checkpoint
 from mto.training.runtime import device, resolve_precision, seed_everything, set_threads
 from mto.tuning.soft import render_soft
@@ -69,11 +70,11 @@ def stage_main(fn: Callable[[DictConfig], dict]) -> Callable[[DictConfig], float
                 skip_completed = cfg.skip_completed
                 if skip_completed is None:  # on in a sweep, off for one run
                     skip_completed = multirun
-                twin = launch.agree(find_completed_twin(cfg) if skip_completed and main else None)
+                twin = distributed.broadcast(find_completed_twin(cfg) if skip_completed and main else None)
                 if twin is not None:
-                    return optimized_value(cfg, launch.agree(skip(cfg, twin) if main else None))
+                    return optimized_value(cfg, distributed.broadcast(skip(cfg, twin) if main else None))
                 result = launch.spawn(cfg, fn) if how == "spawn" else fn(cfg)
-                launch.barrier()
+                distributed.barrier()
                 if main:
                     drop_checkpoint(cfg)
                 return optimized_value(cfg, result)

@@ -70,7 +70,7 @@ def make_accelerator(cfg, precision: str, dev: torch.device):
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
 
-    strategy = str(getattr(cfg, "strategy", "ddp"))
+    strategy = str(cfg.strategy)
     if strategy != "ddp" and dev.type != "cuda":
         # accelerate would quietly train DDP on a CPU (FSDP with cpu=True becomes DDP)
         raise ConfigError(f"train.strategy={strategy}: needs CUDA GPUs (this process runs on {dev.type}); "
@@ -81,7 +81,7 @@ def make_accelerator(cfg, precision: str, dev: torch.device):
         # accelerate keeps one precision per process; a process running one training after another (tests,
         # `mto match`'s fine-tunings) may change it, so the one-process state is started afresh.
         AcceleratorState._reset_state()
-    accum = int(getattr(cfg, "grad_accum", 1))
+    accum = cfg.grad_accum
     plugins: dict[str, Any] = {}
     if strategy == "fsdp":
         from accelerate.utils import FullyShardedDataParallelPlugin

@@ -140,7 +140,7 @@ def train_model(
         raise ValueError("no training examples")
     dev = device()
     acc = distributed.make_accelerator(cfg, precision, dev)
-    processes, rank, accum = acc.num_processes, acc.process_index, int(getattr(cfg, "grad_accum", 1))
+    processes, rank, accum = acc.num_processes, acc.process_index, cfg.grad_accum
     distributed.check_split(cfg, processes)
     shards = distributed.sharded(acc)
     # FSDP and DeepSpeed rebuild the module they train: a copy trains, `model` gets its weights at the end.
@@ -193,10 +193,9 @@ def train_model(
                 return packed_forward(net, packed, compute_dtype, call=wrapped).loss
             return wrapped(**{k: v.to(acc.device) for k, v in collate(micro, pad_id).items()}).loss
 
-    def optimiser_step(step: int, batch: list[int]) -> torch.Tensor:
-        """This process's micro-batches of global batch `batch`, accumulated, then one optimiser step;
-        returns the label-token-summed loss of its micro-batches."""
-        n_total = sum(len(features[i]["labels"]) for i in batch)
+    def optimiser_step(step: int, batch: list[int], n_total: int) -> torch.Tensor:
+        """This process's micro-batches of global batch `batch` (`n_total` label tokens), accumulated, then
+        one optimiser step; returns the label-token-summed loss of its micro-batches."""
         parts = distributed.micro_batches(batch, processes * accum)
         loss_sum = torch.zeros((), dtype=torch.float64, device=acc.device)
         for g in range(accum):
@@ -229,7 +228,8 @@ def train_model(
                 features = features_of(epoch)
                 batches = epoch_batches(features, cfg.batch_size, rng, cfg.group_by_length)
             batch_ids = batches.pop()
-            loss_sum = optimiser_step(step, batch_ids)
+            n_labels = sum(len(features[i]["labels"]) for i in batch_ids)
+            loss_sum = optimiser_step(step, batch_ids, n_labels)
             test_hook(f"step-{step + 1}")
             n_examples += len(batch_ids)
             tokens = sum(len(features[i]["input_ids"]) + len(features[i]["labels"]) for i in batch_ids)
@@ -249,7 +249,7 @@ def train_model(
             total, stop_signal = distributed.step_figures(acc, loss_sum, signals.received)
             if stop_signal and signals.received is None:  # another process received it
                 signals.received = stop_signal
-            recent.append(total / sum(len(features[i]["labels"]) for i in batch_ids))
+            recent.append(total / n_labels)
             recent = recent[-max(1, cfg.log_every) :]
             if (step + 1) % cfg.log_every == 0 or step + 1 == steps or stop:
                 mean = sum(recent) / len(recent)

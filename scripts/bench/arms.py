@@ -18,9 +18,9 @@ import shutil
 import sys
 import tempfile
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from unittest import mock
 
 from bench.machine import Quiet, run_process
 
@@ -40,20 +40,6 @@ class Context:
     timeout: float
     quiet: Quiet
     extra: list[str] = field(default_factory=list)  # more mto overrides (train and eval)
-
-
-@contextmanager
-def env(**values: str):
-    old = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 def compose(overrides: list[str]):
@@ -100,7 +86,8 @@ def prepare(name: str, spec: dict, work: Path, eval_examples: int | None) -> dic
     t0 = time.perf_counter()
     features = tokenize_pairs(tokenizer, train_pairs, max_src, max_tgt)
     cache = {"tokenize_s": time.perf_counter() - t0}
-    with tempfile.TemporaryDirectory(prefix="mto-bench-cache-") as tmp, env(MTO_CACHE_DIR=tmp):
+    tmp_cache = tempfile.TemporaryDirectory(prefix="mto-bench-cache-")
+    with tmp_cache as tmp, mock.patch.dict(os.environ, MTO_CACHE_DIR=tmp):
         for run in ("first", "second"):
             t0 = time.perf_counter()
             cached, _ = cached_features(tokenizer, train_pairs, max_src, max_tgt)
@@ -176,42 +163,17 @@ def mto_exe() -> list[str]:
 def run_baseline(prep: dict, work: Path, steps: int, ctx: Context) -> dict:
     t = prep["train_cfg"]
     out, model_dir = work / "baseline.json", work / "baseline-model"
-    cmd = [
-        sys.executable,
-        str(ROOT / "scripts" / "hf_baseline.py"),
-        "--model",
-        prep["model_dir"],
-        "--train",
-        str(work.parent / "train.jsonl"),
-        "--eval",
-        str(work.parent / "test.jsonl"),
-        "--out",
-        str(out),
-        "--steps",
-        str(steps),
-        "--batch-size",
-        str(t["batch_size"]),
-        "--eval-batch-size",
-        str(t["eval_batch_size"]),
-        "--lr",
-        str(t["lr"]),
-        "--warmup-steps",
-        str(t["warmup_steps"]),
-        "--max-source-length",
-        str(t["max_source_length"]),
-        "--max-target-length",
-        str(t["max_target_length"]),
-        "--max-new-tokens",
-        str(t["max_new_tokens"]),
-        "--logging-steps",
-        str(min(t["log_every"], steps)),
-        "--work-dir",
-        str(work / "baseline-trainer"),
-        "--save-model",
-        str(model_dir),
-        "--threads",
-        str(ctx.threads),
-    ]
+    flags = {
+        "--model": prep["model_dir"], "--train": work.parent / "train.jsonl",
+        "--eval": work.parent / "test.jsonl", "--out": out, "--steps": steps, "--batch-size": t["batch_size"],
+        "--eval-batch-size": t["eval_batch_size"],
+        "--lr": t["lr"], "--warmup-steps": t["warmup_steps"], "--max-source-length": t["max_source_length"],
+        "--max-target-length": t["max_target_length"], "--max-new-tokens": t["max_new_tokens"],
+        "--logging-steps": min(t["log_every"], steps), "--work-dir": work / "baseline-trainer",
+        "--save-model": model_dir, "--threads": ctx.threads,
+    }  # fmt: skip
+    cmd = [sys.executable, str(ROOT / "scripts" / "hf_baseline.py")]
+    cmd += [part for flag, value in flags.items() for part in (flag, str(value))]
     proc = run_process(cmd, work / "baseline.log", ctx.timeout, ROOT, ctx.quiet)
     res = json.loads(out.read_text())
     figures = {
@@ -267,10 +229,8 @@ def run_mto(prep: dict, work: Path, steps: int, ctx: Context, packing: bool, eva
         )
     }
     fig = json.loads((train_dir / "run.json").read_text())["figures"]
-    if "train_examples_per_s" in fig:
-        examples_per_s = fig["train_examples_per_s"]
-    else:  # steps x batch size: exact but for the one short batch per epoch
-        examples_per_s = fig["train_steps"] * t["batch_size"] / fig["train_seconds"]
+    # mto records tokens/s; examples/s is steps x batch size: exact but for the one short batch per epoch
+    examples_per_s = fig["train_steps"] * t["batch_size"] / fig["train_seconds"]
     figures = {
         "train_tokens_per_s": fig["train_tokens_per_s"],
         "train_examples_per_s": examples_per_s,
@@ -297,7 +257,6 @@ def run_mto(prep: dict, work: Path, steps: int, ctx: Context, packing: bool, eva
         processes=procs,
     )
     shutil.rmtree(train_dir / "model", ignore_errors=True)
-    shutil.rmtree(train_dir / "checkpoint", ignore_errors=True)
     return figures
 
 

@@ -37,6 +37,7 @@ def test_train_run_directory_layout(trained: Path):
     assert info["packages"]["torch"] and info["packages"]["transformers"]
     assert len(info["data_fingerprint"]) == 16
     assert info["figures"]["train_steps"] == 30 and info["figures"]["train_loss"] > 0
+    assert info["figures"]["train_packed"] is True  # train.packing=null: packed, the tiny T5 fine-tuned fully
     for name in (
         ".hydra/config.yaml",
         ".hydra/overrides.yaml",

@@ -31,7 +31,6 @@ from mto.stages import steps
 from mto.tasks import TaskData
 from mto.tracking import Tracking
 from mto.training.loop import train_model
-from mto.training.packing import check_supported
 
 log = logging.getLogger("mto")
 
@@ -116,8 +115,7 @@ def main(cfg: DictConfig) -> dict:
         objective = get_objective(objective_cfg)
         material = adaptation_material(cfg, task)
         tokenizer, model = steps.get_model(cfg, task)
-        if cfg.train.packing:
-            check_supported(model, "full")
+        train_cfg = steps.train_settings(cfg, model)  # train.packing decided for this model
         features_of = epoch_features(objective, material, tokenizer, cfg.seed)
         features = features_of(0)
         if not features:
@@ -134,7 +132,7 @@ def main(cfg: DictConfig) -> dict:
             log.info("adapt: eval.every=%d is for mto train; adaptation is not validated", cfg.eval.every)
         tracking = trackers.enter_context(Tracking(out_dir, cfg, run.info))
         result = train_model(
-            model, tokenizer, features, cfg.train, precision, cfg.seed, "adapt",
+            model, tokenizer, features, train_cfg, precision, cfg.seed, "adapt",
             checkpoint=checkpoint, resample=features_of if cfg.adapt.resample else None, step_log=tracking,
         )  # fmt: skip
         steps.save_model(model, tokenizer, out_dir / "model")
@@ -146,6 +144,7 @@ def main(cfg: DictConfig) -> dict:
             adapt_texts=len(material.texts),
             objective=plain(objective_cfg),
             adapt_seconds=result.seconds,
+            adapt_packed=train_cfg.packing,
             precision=precision,
         )
         tracking.finish(run.info["figures"])

@@ -35,7 +35,7 @@ from omegaconf import DictConfig
 from rich.console import Console
 from rich.table import Table
 
-from mto.config import effective_train, typed
+from mto.config import typed
 from mto.errors import ConfigError
 from mto.matching import (
     FILLING,
@@ -105,7 +105,7 @@ def depth_rank_scores(model, tokenizer, task, templates, sample, cfg, precision)
         tuned = copy.deepcopy(model)
         features = tokenize_pairs(tokenizer, steps.render(template, examples, tokenizer),
                                   cfg.train.max_source_length, cfg.train.max_target_length)  # fmt: skip
-        train_model(tuned, tokenizer, features, effective_train(cfg), precision, cfg.seed,
+        train_model(tuned, tokenizer, features, steps.train_settings(cfg, tuned), precision, cfg.seed,
                     description=f"depth_rank {name}")  # fmt: skip
         for group, exs in held.items():
             pairs = steps.render(template, exs, tokenizer)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import logging
 import math
@@ -20,7 +21,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 import mto.config  # noqa: F401  (registers the resolvers a worker needs before configs resolve)
 from mto import tuning, world
-from mto.config import MtoConfig, conf_dir
+from mto.config import MtoConfig, TrainConfig, conf_dir, effective_train
 from mto.errors import ConfigError, Interrupted, MtoError, exit_report
 from mto.matching import auto_template
 from mto.models import load_tokenizer_and_model, sentinel
@@ -39,7 +40,7 @@ from mto.signals import test_hook
 from mto.stages import launch
 from mto.tasks import SPLITS, TaskData, load_task
 from mto.templates import GroupedTemplate, Template, fill
-from mto.training import distributed
+from mto.training import distributed, packing
 from mto.training.checkpoint import CHECKPOINTS, Checkpoint
 from mto.training.runtime import device, resolve_precision, seed_everything, set_threads
 from mto.tuning.soft import render_soft
@@ -270,6 +271,14 @@ def get_model(cfg: MtoConfig, task: TaskData | None):
     n_params = sum(p.numel() for p in model.parameters())
     log.info("model %s: %.2fM parameters", cfg.model.name_or_path, n_params / 1e6)
     return tokenizer, model
+
+
+def train_settings(cfg: MtoConfig, model, tuning_method: str = "full") -> TrainConfig:
+    """`train` as it runs for `model` (tuned by `tuning_method`): epochs as the protocol adjusts them
+    (`effective_train`), and `packing` decided, true or false (null: wherever it is exact for this model)."""
+    train = effective_train(cfg)
+    packed = packing.decide(train.packing, model, tuning_method, train.strategy)
+    return dataclasses.replace(train, packing=packed)
 
 
 def get_template(cfg: MtoConfig, task: TaskData) -> Template | GroupedTemplate:

@@ -13,7 +13,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from mto import tuning
-from mto.config import MtoConfig, effective_train, typed
+from mto.config import MtoConfig, typed
 from mto.errors import ConfigError
 from mto.metrics import figures
 from mto.protocol import stamp
@@ -24,7 +24,6 @@ from mto.stages.inherit import start_from_adapt_run
 from mto.tracking import Tracking
 from mto.training.features import cached_features
 from mto.training.loop import TrainResult, train_model
-from mto.training.packing import check_supported
 from mto.training.validation import Validation
 
 log = logging.getLogger("mto")
@@ -73,15 +72,13 @@ def main(cfg: DictConfig) -> dict:
         tokenizer, model = steps.get_model(cfg, task)
         # tuning != full: the base frozen, the method's parameters added (soft: the tokenizer's soft tokens)
         model, tokenizer, state = tuning.apply_tuning(model, tokenizer, cfg, template, task)
-        if cfg.train.packing:
-            check_supported(model, cfg.tuning.method)
+        train_cfg = steps.train_settings(cfg, model, cfg.tuning.method)  # refused here if it cannot run
 
         pairs = steps.render(template, task.train, tokenizer)
         features, cached = cached_features(
             tokenizer, pairs, cfg.train.max_source_length, cfg.train.max_target_length
         )
         checkpoint = steps.checkpoint_for(cfg)
-        train_cfg = effective_train(cfg)  # epochs doubled for few heads where the protocol says so
         watch = validation(cfg, task, dev_scorer(model, tokenizer, task, template, cfg, precision))
         tracking = trackers.enter_context(Tracking(out_dir, cfg, run.info))
         result = train_model(
@@ -99,6 +96,7 @@ def main(cfg: DictConfig) -> dict:
             train_features_cached=cached,  # tokenised by an earlier run over the same data and template
             train_seconds=result.seconds,
             train_tokens_per_s=result.tokens_per_s,
+            train_packed=train_cfg.packing,  # train.packing as decided for this model (null: where exact)
             precision=precision,
             parameters=sum(p.numel() for p in model.parameters()),
             **tuning.figures(model, out_dir / "model", state),  # tuned: trainable share, adapter size

@@ -29,20 +29,36 @@ PACKABLE_TUNING = ("full", "lora")  # prompt, prefix and soft tokens are per row
 WIDEST = 4  # rows up to 4x the batch's longest source / target: attention's cost grows with the square
 
 
-def check_supported(model: Any, tuning_method: str) -> None:
-    """A one-line ConfigError unless packing gives this model exactly its unpacked loss."""
+def unsupported(model: Any, tuning_method: str, strategy: str = "ddp") -> str | None:
+    """Why packing would not give this model exactly its unpacked loss, or None where it would."""
     config = getattr(model, "config", None)
     if getattr(config, "model_type", None) != "t5":
         kind = getattr(config, "model_type", type(model).__name__)
-        raise ConfigError(
-            f"train.packing=true: only for T5 models (relative positions); this model is {kind}, whose "
-            "absolute positions would need per-segment position ids"
-        )
+        return f"only for T5 models (relative positions); this model is {kind}, whose absolute positions " \
+            "would need per-segment position ids"
     if str(tuning_method) not in PACKABLE_TUNING:
-        raise ConfigError(
-            f"train.packing=true: not with tuning={tuning_method}, whose prompt tokens belong to a row, not "
-            f"to one example (packing supports tuning={' or '.join(PACKABLE_TUNING)})"
-        )
+        return f"not with tuning={tuning_method}, whose prompt tokens belong to a row, not to one example " \
+            f"(packing supports tuning={' or '.join(PACKABLE_TUNING)})"
+    if str(strategy) != "ddp":  # train.packing=true with another strategy is refused by the config itself
+        return f"with train.strategy=ddp only (not {strategy})"
+    return None
+
+
+def check_supported(model: Any, tuning_method: str, strategy: str = "ddp") -> None:
+    """A one-line ConfigError unless packing gives this model exactly its unpacked loss."""
+    reason = unsupported(model, tuning_method, strategy)
+    if reason:
+        raise ConfigError(f"train.packing=true: {reason}")
+
+
+def decide(setting: bool | None, model: Any, tuning_method: str, strategy: str = "ddp") -> bool:
+    """Whether a run packs its batches: `train.packing` true (refused where not exact), false, or null
+    (the default: wherever it is exact)."""
+    if setting is None:
+        return unsupported(model, tuning_method, strategy) is None
+    if setting:
+        check_supported(model, tuning_method, strategy)
+    return bool(setting)
 
 
 def _round_up(n: int, multiple: int) -> int:

@@ -128,6 +128,7 @@ def test_a_saved_prefix_adapter_generates_with_its_prefix(base, tmp_path):
 LIBRARY_NOISE = re.compile(r"warn|deprecat|\[transformers\]|\[peft\]", re.IGNORECASE)
 
 
+@pytest.mark.slow
 def test_train_and_eval_print_no_library_warning(tmp_path):
     for tuning_method in ("full", "prefix"):
         out = tmp_path / tuning_method

@@ -192,3 +192,11 @@ def test_bad_arguments_name_the_flag(capsys):
             parse(bad)
         assert exit_info.value.code == 2
         assert flag in capsys.readouterr().err.splitlines()[-1]
+
+
+def test_a_shortfall_the_rounding_would_hide_is_shown_with_more_digits():
+    from bench.report import verdict
+
+    assert verdict(1.198, 1.2) == "MISSED by 0.2% (1.198x < 1.200x)"
+    assert verdict(1.2, 1.2) == "met (1.20x >= 1.20x)"
+    assert verdict(0.341, 0.5, "%") == "MISSED by 32% (34.1% < 50.0%)"

@@ -62,6 +62,7 @@ def test_predictions_and_metrics_agree(trained: Path):
     assert metrics["distinct"] == len({normalize(r["prediction"]) for r in rows})
 
 
+@pytest.mark.slow
 def test_eval_of_train_run_reproduces_after_train_metrics(trained: Path, tmp_path: Path):
     mto("eval", f"run={trained}", cwd=tmp_path)
     (run,) = run_dirs(tmp_path / "outputs" / "eval")
@@ -115,6 +116,7 @@ def test_multirun_sweep_with_flag_after_overrides(tmp_path: Path):
     ]
 
 
+@pytest.mark.slow
 def test_cfg_job_prints_the_composed_config(tmp_path: Path):
     proc = mto("train", "template=mapping", "train.lr=0.5", "--cfg", "job", cwd=tmp_path)
     assert "source: '{relation}: {head}'" in proc.stdout
@@ -139,6 +141,7 @@ def test_bad_override_is_refused_before_any_run(tmp_path: Path, override: str, e
     assert not (tmp_path / "outputs").exists()
 
 
+@pytest.mark.slow
 def test_malformed_atomic_file_fails_cleanly(tmp_path: Path):
     data = tmp_path / "atomic"
     data.mkdir()
@@ -156,6 +159,7 @@ def test_malformed_atomic_file_fails_cleanly(tmp_path: Path):
     assert not (run / "metrics.json").exists() and not (run / "model").exists()
 
 
+@pytest.mark.slow
 def test_missing_data_folder_is_named(tmp_path: Path):
     missing = [f"data.path={tmp_path / 'nowhere'}", "eval.allow_untrained=true"]  # not refused for no run=
     proc = mto("eval", "data=atomic", *missing, cwd=tmp_path, check=False)

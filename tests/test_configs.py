@@ -24,7 +24,9 @@ def options(group: str) -> list[str]:
     return sorted(p.stem for p in (conf_dir() / group).glob("*.yaml"))
 
 
-@pytest.mark.parametrize("stage", STAGES)
+@pytest.mark.parametrize(
+    "stage", [s if s == "train" else pytest.param(s, marks=pytest.mark.slow) for s in STAGES]
+)  # ~18 s a stage: train in the default suite, every stage in `make test-extra`
 def test_every_group_option_composes_for_every_stage(stage):
     composed = 0
     with initialize_config_dir(config_dir=str(conf_dir()), version_base=None):

@@ -48,6 +48,7 @@ def test_what_eval_refuses_to_score(overrides, refusal):
         assert "run=<train run dir>" in str(err.value) and "eval.allow_untrained=true" in str(err.value)
 
 
+@pytest.mark.slow
 def test_cli_eval_without_a_run_refuses_then_scores_the_baseline_when_asked(tmp_path):
     small = ["data.n_heads=60", "threads=1", "eval.max_examples=8", "eval.max_new_tokens=4"]
     for args, expected in [([], "eval.allow_untrained=true"), (["run="], "run= is empty")]:

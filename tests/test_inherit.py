@@ -62,6 +62,7 @@ def evaluated(cwd: Path) -> tuple[dict, dict, list[dict]]:
     return read_json(run / "run.json"), read_json(run / "metrics.json"), predictions
 
 
+@pytest.mark.slow
 def test_a_data_path_override_keeps_the_runs_data_config(atomic_run, tmp_path):
     """`data.path=<other>` evaluates the other folder as the run's kind of data, with its relations; and a
     folder holding test.tsv alone is enough to score test."""
@@ -76,6 +77,7 @@ def test_a_data_path_override_keeps_the_runs_data_config(atomic_run, tmp_path):
     assert [p["references"] for p in predictions] == [[f"to learn {i}"] for i in range(5)]
 
 
+@pytest.mark.slow
 def test_naming_the_data_group_switches_the_dataset(atomic_run, tmp_path):
     """`data=atomic` on the command line is the user's data config as a whole: the run's relation
     selection no longer applies."""
@@ -88,6 +90,7 @@ def test_naming_the_data_group_switches_the_dataset(atomic_run, tmp_path):
     assert {p["group"] for p in predictions} == {"xIntent", "xNeed"}
 
 
+@pytest.mark.slow
 def test_a_split_file_override_keeps_the_field_mapping(text2text_run, tmp_path):
     """`+data.files.test=dev` scores the run's dev file as test, fields as the run mapped them; without
     the `+` (the default data config has no files to override) Hydra refuses it in a few lines, naming
@@ -103,6 +106,7 @@ def test_a_split_file_override_keeps_the_field_mapping(text2text_run, tmp_path):
     assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow
 def test_eval_reads_only_the_split_it_scores(text2text_run, tmp_path):
     folder = tmp_path / "test-only"
     folder.mkdir()
@@ -147,6 +151,7 @@ def hostile_run(folder: Path, marker: Path) -> Path:
     return run
 
 
+@pytest.mark.slow
 def test_a_run_directory_never_enables_its_own_code(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # where transformers copies remote code
     marker = tmp_path / "marker"

@@ -65,6 +65,7 @@ def test_model_is_accepted_as_the_old_name_of_zero_shot():
     assert str(compose_train("match.method=model").match.method) == "zero_shot"
 
 
+@pytest.mark.slow
 def test_match_rules_on_the_cli_follow_temp_flex(tmp_path):
     relations = ["xIntent", "xNeed", "xAttr", "xReact", "HinderedBy"]
     mto("match", "match.method=rules", "data.n_heads=60", f"data.relations=[{','.join(relations)}]",
@@ -147,6 +148,7 @@ def test_a_borderline_mi_is_uncertain_and_takes_the_fallback():
     assert "mi_ci" not in decide(scores, PAIR, 0.30)["g"]  # resamples=0: no interval
 
 
+@pytest.mark.slow
 def test_match_depth_rank_fine_tunes_per_family_then_ranks_held_out_tails(tmp_path):
     from mto.stages import steps
     from mto.stages.match import heldout, score_pairs

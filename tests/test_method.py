@@ -37,6 +37,7 @@ def test_adapt_writes_a_model_and_its_lineage(adapted):
         assert [r["step"] for r in read_steps(run)] == [40, 80, 120]  # its per-step log (log_every=40)
 
 
+@pytest.mark.slow
 def test_match_follows_the_adaptation_objective(adapted, tmp_path):
     """Adapted with filling only, a model knows the task better under masked prompting (high MI) than
     one adapted with mapping only; `mto match` decides Filling for the first and Mapping for the second."""
@@ -59,6 +60,7 @@ def test_match_follows_the_adaptation_objective(adapted, tmp_path):
     assert list(decisions["mapping"].values()).count("mapping") >= 2
 
 
+@pytest.mark.slow
 def test_train_with_auto_template_from_adapted_model(adapted, tmp_path):
     """template=auto picks masked_prompting from a match run that decided Filling everywhere."""
     cwd = tmp_path
@@ -83,6 +85,7 @@ def test_train_with_auto_template_from_adapted_model(adapted, tmp_path):
     assert "<extra_id_0>" in first  # the filling template was used
 
 
+@pytest.mark.slow
 def test_match_rules_needs_no_model(tmp_path):
     mto("match", "match.method=rules", *WORLD, "model=t5-small", cwd=tmp_path)  # never loaded
     (run,) = run_dirs(tmp_path / "outputs" / "match")
@@ -90,12 +93,14 @@ def test_match_rules_needs_no_model(tmp_path):
     assert set(read_json(run / "match.json")["decisions"].values()) == {"mapping"}
 
 
+@pytest.mark.slow
 def test_auto_template_without_match_run_is_refused(tmp_path):
     proc = mto("train", "template=auto", *WORLD, cwd=tmp_path, check=False)
     assert proc.returncode == 2
     assert "match_run" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_run_pipeline_links_its_stages(tmp_path):
     mto(
         "run",
@@ -206,6 +211,7 @@ def test_adaptation_renders_each_task_kind_for_each_objective(kinds, kind, objec
 TEXT2TEXT = ["data=text2text", f"data.path={ROOT / 'tests' / 'fixtures' / 'text2text' / 'csv'}", "threads=1"]
 
 
+@pytest.mark.slow
 def test_text2text_through_match_adapt_and_train(tmp_path):
     """A text-to-text task through the real CLI: match compares the text2text pair by default, adapt runs,
     a template that does not fit is refused in one line naming those that do, before any model is built,

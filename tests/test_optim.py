@@ -65,6 +65,7 @@ def test_epochs_double_for_few_heads_only_when_the_protocol_says_so(n_train, up_
     assert effective_train(compose_train(*overrides)).epochs == epochs
 
 
+@pytest.mark.slow
 def test_train_runs_the_doubled_epochs_with_adafactor(tmp_path):
     mto("train", *SMALL, "data.n_train=2", "train.epochs=1", "train.double_epochs_up_to=10",
         "train.optimizer=adafactor", "train.lr=1e-2", "eval.after_train=false", cwd=tmp_path)  # fmt: skip

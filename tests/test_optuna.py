@@ -14,6 +14,7 @@ TINY = ["data.n_heads=40", "data.relations=[xIntent,xNeed]", "train.steps=20", "
         "precision=fp32"]  # fmt: skip
 
 
+@pytest.mark.slow
 def test_a_three_trial_optuna_search_completes_and_its_best_trial_is_the_best_of_the_three(tmp_path):
     mto("train", "-m", "hydra/sweeper=mto_optuna", "hydra.sweeper.n_trials=3", *TINY, cwd=tmp_path)
     (sweep,) = (tmp_path / "outputs" / "multirun" / "train").glob("*/*")
@@ -31,6 +32,7 @@ def test_a_three_trial_optuna_search_completes_and_its_best_trial_is_the_best_of
     assert 1e-4 <= results["best_params"]["train.lr"] <= 1e-2  # the preset's search space
 
 
+@pytest.mark.slow
 def test_a_misspelt_optimized_metric_fails_the_sweep_naming_the_figures(tmp_path):
     proc = mto("train", "-m", "optimized_metric=dev_rogueL", "train.steps=2", *TINY[:2],
                "eval.max_examples=2", "eval.dev_max_examples=2", "threads=1", cwd=tmp_path, check=False)

@@ -123,6 +123,7 @@ def test_a_kill_inside_each_window_of_the_checkpoint_swap_leaves_the_newest_comp
 
 # ---------------------------------------------------------------- item 2 and 5: what resume replays
 
+@pytest.mark.slow
 def test_resume_replays_only_the_runs_own_settings(tmp_path):
     marker = tmp_path / "marker"
     hostile = ["+hydra.callbacks.x._target_=os.makedirs", f"+hydra.callbacks.x.name={marker}",
@@ -150,6 +151,7 @@ def test_resume_refuses_a_completed_run(tmp_path):
     assert (folder / "run.json").read_bytes() == before and not (folder / "train.log").exists()
 
 
+@pytest.mark.slow
 def test_resume_refuses_changes_that_change_the_result_and_accepts_the_others(tmp_path):
     folder = fake_run(tmp_path / "run", [*NO_DATA, "seed=7", "data.n_heads=40"], "interrupted")
     before = (folder / "run.json").read_bytes()
@@ -165,6 +167,7 @@ def test_resume_refuses_changes_that_change_the_result_and_accepts_the_others(tm
     assert printed["seed"] == 7 and printed["data"]["n_heads"] == 40 and printed["train"]["log_every"] == 7
 
 
+@pytest.mark.slow
 def test_resume_never_turns_on_remote_code_from_the_runs_files(tmp_path):
     folder = fake_run(tmp_path / "run", [*NO_DATA, "seed=7", "model.trust_remote_code=true"], "interrupted")
     proc = run("train", f"resume={folder}", "--cfg", "job", cwd=tmp_path)
@@ -176,6 +179,7 @@ def test_resume_never_turns_on_remote_code_from_the_runs_files(tmp_path):
 
 # ---------------------------------------------------------------- item 6: one writer per run directory
 
+@pytest.mark.slow
 def test_a_second_writer_gets_one_line_naming_the_holder(tmp_path, straight):
     env = {**os.environ, "MTO_TEST_SIGNAL_AT": "step-4:STOP"}
     first = subprocess.Popen([*MTO, "train", *ARGS, "hydra.run.dir=busy"], cwd=tmp_path, env=env,
@@ -229,6 +233,7 @@ def test_the_config_hash_ignores_how_a_run_is_logged_but_not_what_it_computes():
     assert digest("train.lr=0.002") != plain  # control: a setting of the computation changes it
 
 
+@pytest.mark.slow
 def test_twins_share_config_and_data_and_are_searched_only_under_the_outputs_root(tmp_path):
     data = tmp_path / "atomic"
     write_atomic(data)
@@ -268,6 +273,7 @@ class Payload:
         return (os.system, ("true",))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("damage", ["truncated safetensors", "a pickle weights_only refuses"])
 def test_a_broken_model_folder_fails_in_one_line(tmp_path, straight, damage):
     model = tmp_path / "model"
@@ -287,6 +293,7 @@ def test_a_broken_model_folder_fails_in_one_line(tmp_path, straight, damage):
     assert "Traceback" in (tmp_path / "broken" / "train.log").read_text()  # the library's own error
 
 
+@pytest.mark.slow
 def test_an_error_that_is_not_mtos_own_is_one_line_with_the_traceback_in_the_log(tmp_path):
     not_a_folder = tmp_path / "cache-is-a-file"
     not_a_folder.write_text("")
@@ -317,6 +324,7 @@ echo "status=$("$PY" -c 'import json; print(json.load(open("run/run.json"))["sta
 """
 
 
+@pytest.mark.slow
 def test_a_full_disk_still_records_the_failure(tmp_path):
     if shutil.which("unshare") is None or subprocess.run(["unshare", "-rm", "true"]).returncode != 0:
         pytest.skip("needs `unshare -rm` to mount a small tmpfs")
@@ -335,6 +343,7 @@ def test_a_full_disk_still_records_the_failure(tmp_path):
 
 # ---------------------------------------------------------------- items 8 and 9: what a config names
 
+@pytest.mark.slow
 def test_a_model_path_is_loaded_or_refused(tmp_path):
     assert compose_train("model.name_or_path=/a/folder").model.build is None  # a path wins over `tiny`
     assert compose_train().model.build is not None
@@ -345,6 +354,7 @@ def test_a_model_path_is_loaded_or_refused(tmp_path):
     assert read_json(tmp_path / "r" / "run.json")["status"] == "failed"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("override", "key"), [("+train.lrr=1", "train.lrr"), ("+foo=1", "foo")])
 def test_keys_added_with_plus_are_refused_like_unknown_keys(tmp_path, override, key):
     proc = run("train", override, cwd=tmp_path)
@@ -358,6 +368,7 @@ def test_keys_added_with_plus_are_refused_like_unknown_keys(tmp_path, override, 
 
 # ---------------------------------------------------------------- item 10: signals through to the end
 
+@pytest.mark.slow
 def test_a_signal_during_the_final_save_resumes_without_training_again(tmp_path, straight):
     proc = run("train", *ARGS, "hydra.run.dir=r", cwd=tmp_path, env={"MTO_TEST_SIGNAL_AT": "save-model:TERM"})
     assert proc.returncode == 3, proc.stderr
@@ -405,6 +416,7 @@ def test_a_signal_to_mto_run_is_passed_on_to_the_stage_it_runs(tmp_path):
 
 # ---------------------------------------------------------------- item 11: permissions
 
+@pytest.mark.slow
 def test_result_files_follow_the_umask(straight):
     files = [straight / name for name in ("run.json", "metrics.json", "predictions.jsonl", "train.log")]
     for path in [*files, *(straight / "model").iterdir()]:

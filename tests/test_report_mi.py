@@ -97,6 +97,7 @@ def test_mi_of_unlike_runs_is_left_out_or_refused(tmp_path):
     assert "train.steps (30, 60)" in line and not (tmp_path / "named").exists()
 
 
+@pytest.mark.slow
 def test_mi_options(tmp_path):
     sweep = mi_sweep(tmp_path / "sweep")
     mto("report", str(sweep), "by=template,data.n_train", "mi=false", f"out={tmp_path / 'off'}", cwd=tmp_path)

@@ -75,6 +75,7 @@ def test_a_stage_ends_by_printing_its_run_directory(trained):
     assert leaf.startswith("template-mapping_data.n_heads-60_seed-3_") and re.search(r"_\+\d-more$", leaf)
 
 
+@pytest.mark.slow
 def test_eval_directory_names_the_run_it_evaluated(trained):
     cwd, run, _ = trained
     proc = mto("eval", f"run={run.relative_to(cwd)}", "eval.max_examples=4", cwd=cwd)
@@ -191,6 +192,7 @@ def bash_complete(script: Path, cwd: Path, *words: str) -> list[str]:
     return [line for line in proc.stdout.splitlines() if line]
 
 
+@pytest.mark.slow
 def test_bash_completion_of_commands_groups_and_options(completion_scripts, tmp_path):
     script = completion_scripts["bash"]
     assert bash_complete(script, tmp_path, "mto", "tr") == ["train"]

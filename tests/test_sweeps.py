@@ -38,6 +38,7 @@ def overrides(job: Path) -> list[str]:
     return [o for o in saved if o.startswith(("template=", "seed="))]
 
 
+@pytest.mark.slow
 def test_basic_multirun_grid_then_skip_completed(tmp_path):
     mto("train", "-m", *GRID, *TINY, cwd=tmp_path)
     (first,) = sweep_jobs(tmp_path).values()
@@ -66,6 +67,7 @@ def test_basic_multirun_grid_then_skip_completed(tmp_path):
     assert not (skipped / "model").exists()
 
 
+@pytest.mark.slow
 def test_submitit_local_multirun(tmp_path):
     mto("train", "-m", "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=5", "seed=1,2", *TINY,
         cwd=tmp_path)  # fmt: skip
@@ -75,6 +77,7 @@ def test_submitit_local_multirun(tmp_path):
     assert all((j / "metrics.json").is_file() for j in jobs)
 
 
+@pytest.mark.slow
 def test_sigterm_then_resume_gives_the_same_metrics(tmp_path):
     args = ["data.n_heads=60", "train.steps=80", "train.log_every=10", "checkpoint.every=0",
             "eval.max_examples=16", "eval.max_new_tokens=6", "hydra.run.dir=interrupted"]  # fmt: skip
@@ -154,6 +157,7 @@ def mixed_methods(root: Path) -> Path:
     return root
 
 
+@pytest.mark.slow
 def test_report_refuses_to_average_runs_that_differ_in_more_than_the_seed(tmp_path):
     runs = mixed_methods(tmp_path / "sweep")
     proc = mto("report", str(runs), "by=template", f"out={tmp_path / 'r'}", cwd=tmp_path, check=False)
@@ -184,6 +188,7 @@ def test_report_refuses_to_average_runs_that_differ_in_more_than_the_seed(tmp_pa
     assert bad.stderr.strip() == "mto report: error: pool=maybe: expected true or false"
 
 
+@pytest.mark.slow
 def test_report_compares_runs_through_the_runs_they_started_from(tmp_path):
     # Two adaptations, each run with two seeds; train runs name their adapt run in config and lineage.
     adapt = {}

@@ -41,6 +41,7 @@ def series(records: list[dict], key: str) -> tuple[list[int], list[float]]:
     return [s for s, _ in pairs], [v for _, v in pairs]
 
 
+@pytest.mark.slow
 def test_the_run_writes_its_own_per_step_log(tracked):
     _, run = tracked
     records = read_steps(run)
@@ -54,6 +55,7 @@ def test_the_run_writes_its_own_per_step_log(tracked):
     assert figures["dev_rougeL"] == best and figures["model_step"] == figures["best_step"]
 
 
+@pytest.mark.slow
 def test_tensorboard_reads_back_the_curves_and_the_config(tracked):
     pytest.importorskip("tensorboard", reason="the tensorboard extra is not installed")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -74,6 +76,7 @@ def test_tensorboard_reads_back_the_curves_and_the_config(tracked):
     assert hparams["mto.match_run"].string_value.endswith("match")
 
 
+@pytest.mark.slow
 def test_mlflow_reads_back_the_run_from_its_sqlite_store(tracked):
     pytest.importorskip("mlflow", reason="the mlflow extra is not installed")
     from mlflow import MlflowClient
@@ -116,6 +119,7 @@ def wandb_records(path: Path) -> list:
     return records
 
 
+@pytest.mark.slow
 def test_wandb_offline_run_holds_the_curves_config_and_tags(tracked):
     pytest.importorskip("wandb", reason="the wandb extra is not installed")
     outputs, run = tracked
@@ -147,6 +151,7 @@ def test_a_tracker_asked_for_but_not_installed_is_one_line_naming_the_extra(tmp_
     assert read_json(run / "run.json")["status"] == "failed" and not (run / STEPS_FILE).exists()
 
 
+@pytest.mark.slow
 def test_early_stopping_stops_a_diverging_run_and_not_a_patient_one(tmp_path):
     # lr 5 wrecks the tiny model within a step: its dev figure stops improving at once
     args = [*SMALL, "threads=1", "precision=fp32", "train.steps=30", "train.lr=5", "train.warmup_steps=0",

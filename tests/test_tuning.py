@@ -273,6 +273,7 @@ def test_soft_template_without_a_soft_prompt_is_refused(tiny_world):
         (["tuning=soft", "template=masked_post_prompt"], "soft_prompt.safetensors", EXPECTED["soft"]),
     ],
 )
+@pytest.mark.slow
 def test_cli_eval_of_an_adapter_run_reproduces_its_predictions(tmp_path, overrides, weights_file, trainable):
     mto("train", *overrides, *SMALL, "threads=1", cwd=tmp_path)
     (trained,) = run_dirs(tmp_path / "outputs" / "train")

@@ -54,10 +54,14 @@ def annotate(w: dict, peaks: dict, threads: int) -> None:
 def verdict(value: float | None, target: float, unit: str = "x") -> str:
     if value is None:
         return "n/a (arm not run)"
-    shown = (lambda v: f"{v:.1%}") if unit == "%" else (lambda v: f"{v:.2f}x")
+    places = 3 if unit == "%" else 2  # decimal places of the value as a fraction / a ratio
+    while value < target and round(value, places) == round(target, places) and places < 6:
+        places += 1  # a shortfall the rounding would hide (1.198x "< 1.20x") gets more digits
+    shown = (lambda v: f"{v:.{places - 2}%}") if unit == "%" else (lambda v: f"{v:.{places}f}x")
     if value >= target:
         return f"met ({shown(value)} >= {shown(target)})"
-    return f"MISSED by {(target - value) / target:.0%} ({shown(value)} < {shown(target)})"
+    short = (target - value) / target
+    return f"MISSED by {short:.{0 if short >= 0.01 else 1}%} ({shown(value)} < {shown(target)})"
 
 
 def figures_of(w: dict) -> dict:

@@ -287,7 +287,7 @@ class TrainConfig:
     # uniformly random ones. Off by default: on short runs it cost held-out loss (README, benchmarks).
     group_by_length: bool = False
     # Pack each batch's examples end to end into fewer rows with segment masks (mto/training/packing.py): the
-    # same loss and gradient with far less padding (1.39x the tokens/s on ATOMIC, README benchmarks). Exact
+    # same loss and gradient with far less padding (1.36x the tokens/s on ATOMIC, README benchmarks). Exact
     # for T5 with tuning=full or lora under strategy=ddp only. null (default): packed wherever it is exact,
     # else not; true: packed, and anything else refused in one line; false: never.
     packing: Optional[bool] = None

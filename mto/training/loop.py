@@ -188,7 +188,7 @@ def train_model(
     def forward(micro: list[dict]) -> torch.Tensor:
         """The mean token loss of a micro-batch."""
         with acc.autocast():
-            if cfg.packing:  # the same examples in fewer rows: the same loss, less padding
+            if cfg.packing:  # as steps.train_settings decided: the same examples in fewer rows
                 packed = {k: v.to(acc.device) for k, v in pack(micro, pad_id, start_id).items()}
                 return packed_forward(net, packed, compute_dtype, call=wrapped).loss
             return wrapped(**{k: v.to(acc.device) for k, v in collate(micro, pad_id).items()}).loss

@@ -101,11 +101,12 @@ def depth_rank_scores(model, tokenizer, task, templates, sample, cfg, precision)
     examples = [ex for exs in sample.values() for ex in exs]
     held = heldout(task, cfg.match.heldout_split)
     scores: dict[str, dict] = {group: {} for group in held}
+    train_cfg = steps.train_settings(cfg, model)  # packing decided once: every copy is the same model
     for name, template in templates.items():
         tuned = copy.deepcopy(model)
         features = tokenize_pairs(tokenizer, steps.render(template, examples, tokenizer),
                                   cfg.train.max_source_length, cfg.train.max_target_length)  # fmt: skip
-        train_model(tuned, tokenizer, features, steps.train_settings(cfg, tuned), precision, cfg.seed,
+        train_model(tuned, tokenizer, features, train_cfg, precision, cfg.seed,
                     description=f"depth_rank {name}")  # fmt: skip
         for group, exs in held.items():
             pairs = steps.render(template, exs, tokenizer)

@@ -43,7 +43,7 @@ test-all: install ## every test, slow and SLURM ones included
 bench: install ## speed vs a plain Seq2SeqTrainer script, quick (3 interleaved repeats, ~9 min when quiet): outputs/bench/<date>/report.md
 	$(BIN)/python scripts/bench_train.py --quick
 
-mini-mto: install ## the miniature MTO experiment (about 40 min): outputs/mini_mto/<date>_<time>/report/
+mini-mto: install ## the miniature MTO experiment (about 35 min quiet): outputs/mini_mto/<date>_<time>/report/
 	bash scripts/mini_mto.sh
 
 lint: install ## ruff over the code and tests

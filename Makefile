@@ -40,7 +40,7 @@ test-extra: install ## the slow tests and the SLURM ones (a real local SLURM, ro
 test-all: install ## every test, slow and SLURM ones included
 	$(BIN)/python -m pytest -q
 
-bench: install ## speed vs a plain Seq2SeqTrainer script, quick (3 interleaved repeats, ~9 min when quiet): outputs/bench/<date>/report.md
+bench: install ## speed vs a plain Seq2SeqTrainer script, quick (3 interleaved repeats, 9 min quiet): outputs/bench/<date>/report.md
 	$(BIN)/python scripts/bench_train.py --quick
 
 mini-mto: install ## the miniature MTO experiment (about 35 min quiet): outputs/mini_mto/<date>_<time>/report/

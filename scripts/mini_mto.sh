@@ -32,7 +32,7 @@ done
 arms="null,$OUT/adapt/span_corruption,$OUT/adapt/filling,$OUT/adapt/mapping"
 "$MTO" train -m experiment=mini_mto "adapt_run=$arms" template=mapping,prompting,masked_prompting \
   "data.n_train=$KS" "seed=$SEEDS" hydra.sweep.dir="$OUT/train"
-for metric in exact_match rougeL dev_exact_match dev_rougeL; do
+for metric in exact_match rougeL dev_exact_match dev_rougeL depth_rank; do
   "$MTO" report "$OUT/train" by=adaptation,template,data.n_train metric="$metric" \
     lines=adaptation,template out="$OUT/report/$metric"
 done
